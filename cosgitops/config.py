@@ -1,0 +1,50 @@
+"""Security-relevant limits, in one place, with safe defaults.
+
+Every byte count, depth and time limit that protects cosgitops from hostile input is a
+field here. Library functions take a ``Limits`` (defaulting to ``DEFAULT_LIMITS``) rather
+than hard-coding numbers, so a caller can tighten them and tests can shrink them.
+Anything that weakens security is opt-in and named ``unsafe_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    # YAML sources (derivative.yaml, cosgitops.yaml, cloud-config files)
+    yaml_max_bytes: int = 1 * MiB
+    yaml_max_depth: int = 64
+    yaml_max_alias_expansions: int = 1000
+    yaml_max_nodes: int = 200_000
+    # Files a derivative ships (overlay) and files scanned for private keys
+    overlay_max_file_bytes: int = 512 * MiB
+    scan_max_file_bytes: int = 4 * MiB
+    # OCI
+    manifest_max_bytes: int = 4 * MiB
+    config_max_bytes: int = 8 * MiB
+    signature_max_bytes: int = 1 * MiB
+    blob_max_bytes: int = 8 * GiB
+    # TUF metadata a device downloads (python-tuf has its own per-role limits too)
+    metadata_max_bytes: int = 4 * MiB
+    release_manifest_max_bytes: int = 1 * MiB
+    # Layer extraction on the device
+    extract_max_entries: int = 1_000_000
+    extract_max_total_bytes: int = 64 * GiB
+    # Network
+    http_timeout_seconds: float = 30.0
+    http_retries: int = 4
+    http_backoff_seconds: float = 0.5
+    # Device health checks
+    health_check_timeout_seconds: float = 60.0
+    # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
+    unsafe_allow_plain_http_non_loopback: bool = False
+    unsafe_skip_signature_verification: bool = False
+
+
+DEFAULT_LIMITS = Limits()

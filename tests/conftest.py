@@ -1,0 +1,85 @@
+"""Test-wide fixtures. Every test runs sealed: HOME, DOCKER_CONFIG and git's global
+config point into a temporary folder, and nothing reaches beyond loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.services import RegistryServer, StaticServer, TestCA
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INTEROP = PROJECT_ROOT.parent / "shared" / "interop"
+
+_SEALED_ENV = {
+    "GIT_AUTHOR_NAME": "cosgitops test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "cosgitops test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "NO_COLOR": "1",
+}
+_DROPPED_ENV = ("COSIGN_PASSWORD", "SOURCE_DATE_EPOCH", "GITHUB_STEP_SUMMARY", "GITHUB_ACTIONS")
+
+
+@pytest.fixture(autouse=True)
+def sealed_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("home")
+    saved = dict(os.environ)
+    os.environ.update(_SEALED_ENV)
+    os.environ["HOME"] = str(home)
+    os.environ["DOCKER_CONFIG"] = str(home / ".docker")
+    os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    os.environ["PRE_COMMIT_HOME"] = str(home / ".cache" / "pre-commit")
+    os.environ["GIT_CONFIG_GLOBAL"] = str(home / ".gitconfig")
+    os.environ["COSGITOPS_CRASH_DIR"] = str(home)
+    for name in _DROPPED_ENV:
+        os.environ.pop(name, None)
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+    try:
+        yield home
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def interop() -> Path:
+    """The real-world files in ../shared/interop (skipped outside CI when absent)."""
+    if not INTEROP.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{INTEROP} is missing; CI must have ../shared")
+        pytest.skip(f"{INTEROP} is not present on this machine")
+    return INTEROP
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A plain-HTTP docker-registry on loopback."""
+    with RegistryServer(tmp_path / "registry") as server:
+        yield server
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "ca")
+
+
+@pytest.fixture
+def static_server_factory() -> Iterator[type[StaticServer]]:
+    servers: list[StaticServer] = []
+
+    class _Tracked(StaticServer):
+        def __init__(self, directory: Path) -> None:
+            super().__init__(directory)
+            servers.append(self)
+
+    yield _Tracked
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.__exit__(None, None, None)
