@@ -47,8 +47,9 @@ def free_port() -> int:
 
 @dataclass
 class TestCA:
-    __test__ = False
     """A throwaway certificate authority and one server certificate for 127.0.0.1."""
+
+    __test__ = False
 
     folder: Path
     ca_cert: Path = field(init=False)
