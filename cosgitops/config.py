@@ -40,6 +40,13 @@ class Limits:
     http_timeout_seconds: float = 30.0
     http_retries: int = 4
     http_backoff_seconds: float = 0.5
+    http_backoff_max_seconds: float = 10.0  # cap on one wait, also on a server's Retry-After
+    # OCI layouts on disk and registry transfers
+    oci_layout_index_max_bytes: int = 64 * MiB
+    oci_layout_lock_timeout_seconds: float = 120.0
+    registry_upload_chunk_bytes: int = 16 * MiB  # larger blobs are uploaded in PATCH chunks
+    registry_max_pages: int = 100  # pages of a paginated tag list
+    credential_helper_timeout_seconds: float = 30.0
     # Device health checks
     health_check_timeout_seconds: float = 60.0
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.

@@ -159,3 +159,13 @@ def parse_reference(text: str) -> Reference:
     if len(path) > 255:
         raise InvalidReferenceError(f"{original!r}: repository name is longer than 255 chars")
     return Reference("registry", registry, path, tag, digest)
+
+
+def check_tag(tag: str) -> str:
+    """Return ``tag`` if it is a valid tag, else raise :class:`InvalidReferenceError`."""
+    return _check_tag(tag, tag)
+
+
+def is_digest(identifier: str) -> bool:
+    """True when a manifest identifier is a digest (``sha256:<hex>``), not a tag."""
+    return bool(DIGEST_RE.match(identifier))

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import RemoteDataError
 from cosgitops.oci.digest import sha256_digest
+from cosgitops.oci.media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 from cosgitops.oci.reference import Reference
 from cosgitops.progress import Progress
 
@@ -81,6 +82,72 @@ class ManifestData:
     @property
     def descriptor(self) -> Descriptor:
         return Descriptor(self.media_type, self.digest, len(self.data))
+
+    @property
+    def is_index(self) -> bool:
+        """An OCI image index or a Docker manifest list (points at other manifests)."""
+        return self.media_type in INDEX_TYPES
+
+    def subject(self) -> str | None:
+        """The digest in the manifest's ``subject`` (what it refers to), if any."""
+        subject = self.json().get("subject")
+        if subject is None:
+            return None
+        return Descriptor.from_json(subject).digest
+
+    def children(self) -> list[Descriptor]:
+        """What this manifest points at: the child manifests of an index, or the config
+        and layers of an image manifest (config first)."""
+        value = self.json()
+        try:
+            if self.is_index:
+                return [Descriptor.from_json(item) for item in value.get("manifests") or []]
+            items = [value["config"], *(value.get("layers") or [])]
+        except (KeyError, TypeError) as exc:
+            raise RemoteDataError(f"manifest {self.digest} has no config: {exc}") from exc
+        return [Descriptor.from_json(item) for item in items]
+
+    def referrer_descriptor(self) -> Descriptor:
+        """How this manifest is listed among its subject's referrers (OCI 1.1): its
+        ``artifactType`` (or config media type) and its annotations."""
+        value = self.json()
+        artifact_type = value.get("artifactType")
+        if artifact_type is None and isinstance(value.get("config"), dict):
+            artifact_type = value["config"].get("mediaType")
+        annotations = value.get("annotations")
+        return Descriptor(
+            self.media_type,
+            self.digest,
+            len(self.data),
+            annotations=dict(annotations) if isinstance(annotations, dict) else None,
+            artifact_type=str(artifact_type) if artifact_type else None,
+        )
+
+
+def manifest_media_type(data: bytes) -> str:
+    """The media type a manifest declares, or the OCI type its shape implies."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteDataError(f"manifest is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise RemoteDataError("manifest is not a JSON object")
+    declared = value.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    return OCI_INDEX if "manifests" in value else OCI_MANIFEST
+
+
+def referrers_tag(digest: str) -> str:
+    """The tag-schema fallback tag that holds the referrers of ``digest``: ``sha256-<hex>``."""
+    algorithm, _, hex_part = digest.partition(":")
+    return f"{algorithm}-{hex_part}"
+
+
+def filter_referrers(descriptors: list[Descriptor], artifact_type: str | None) -> list[Descriptor]:
+    if artifact_type is None:
+        return descriptors
+    return [d for d in descriptors if d.artifact_type == artifact_type]
 
 
 @dataclass
