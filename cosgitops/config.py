@@ -47,6 +47,10 @@ class Limits:
     registry_upload_chunk_bytes: int = 16 * MiB  # larger blobs are uploaded in PATCH chunks
     registry_max_pages: int = 100  # pages of a paginated tag list
     credential_helper_timeout_seconds: float = 30.0
+    # Publishing the index: how long a publisher waits for another to finish, and how
+    # often it starts over on the new state when the index changed under it
+    publish_lock_timeout_seconds: float = 600.0
+    publish_attempts: int = 5
     # Device health checks
     health_check_timeout_seconds: float = 60.0
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
