@@ -34,4 +34,4 @@ def open_store(reference: Reference | str, options: StoreOptions | None = None) 
         return OCILayoutStore(os.path.abspath(reference.repository), limits=options.limits)
     from cosgitops.oci.registry import RegistryStore
 
-    return RegistryStore(reference, options)  # type: ignore[return-value]
+    return RegistryStore(reference, options)
