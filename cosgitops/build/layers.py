@@ -1,0 +1,320 @@
+"""Reproducible layer tarballs.
+
+A layer built here depends only on the *content* of its inputs, their executable
+bit and ``SOURCE_DATE_EPOCH``: never on the checkout path, the umask, file mtimes,
+owners or the order the file system lists a folder in. Concretely:
+
+* entries sorted by path, parents before children;
+* uid/gid 0, user and group names empty, mtime = the epoch;
+* modes normalised: directories and executables 0755, other files 0644 (git only
+  tracks the executable bit, so anything finer would differ between checkouts);
+* gzip at a fixed level, header mtime = the epoch, no file name, OS byte "unknown".
+
+Symlinks: a relative link that stays inside the folder being packed is kept as a
+link; an absolute link is an image path (``/etc/localtime -> /usr/share/zoneinfo/UTC``)
+and is kept as is, never followed on the build machine; a relative link that leaves
+the folder but resolves to a regular file inside the repository is packed as that
+file's content; anything resolving outside the repository is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, Protocol, cast
+
+from cosgitops.config import DEFAULT_LIMITS, Limits
+from cosgitops.errors import BuildError
+from cosgitops.fsutil import PathEscapeError
+from cosgitops.oci.media import OCI_LAYER_GZIP
+from cosgitops.oci.store import Descriptor
+
+GZIP_LEVEL = 6
+DIR_MODE = 0o755
+EXEC_MODE = 0o755
+FILE_MODE = 0o644
+LINK_MODE = 0o777
+_CHUNK = 1024 * 1024
+
+EntryKind = Literal["file", "dir", "symlink"]
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One member of a layer: ``path`` is relative to the image root, no leading slash."""
+
+    path: str
+    kind: EntryKind
+    mode: int
+    source: Path | None = None  # file content on disk
+    data: bytes | None = None  # or file content in memory
+    link_target: str | None = None
+
+    @property
+    def sort_key(self) -> tuple[str, ...]:
+        return tuple(self.path.split("/"))
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A finished layer: the compressed blob on disk and the digests OCI needs."""
+
+    path: Path
+    digest: str  # sha256 of the gzip stream: the blob's name in a store
+    diff_id: str  # sha256 of the uncompressed tar: what the image config lists
+    size: int
+    entries: int
+    media_type: str = OCI_LAYER_GZIP
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size)
+
+
+def normalised_mode(mode: int) -> int:
+    """0755 for anything executable by someone, 0644 otherwise."""
+    return EXEC_MODE if mode & 0o111 else FILE_MODE
+
+
+def parent_dirs(path: str) -> list[str]:
+    """``a/b/c`` -> ``["a", "a/b"]``."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _check_image_path(path: str) -> str:
+    if not path or path.startswith("/") or ".." in path.split("/") or "\x00" in path:
+        raise BuildError(f"{path!r} is not a relative image path")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BuildError(
+            f"file name {path!r} is not valid UTF-8",
+            hint="rename the file: image layers store names as UTF-8",
+        ) from exc
+    return path
+
+
+def _symlink_entry(
+    link: Path, image_path: str, relative: str, *, boundary: Path, limits: Limits
+) -> LayerEntry:
+    target = os.readlink(link)
+    if posixpath.isabs(target):
+        return LayerEntry(image_path, "symlink", LINK_MODE, link_target=target)
+    lexical = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
+    if lexical != ".." and not lexical.startswith("../"):
+        return LayerEntry(image_path, "symlink", LINK_MODE, link_target=target)
+    # Leaves the folder: acceptable only as a file elsewhere in the repository.
+    resolved = (link.parent / target).resolve()
+    if not _is_inside(resolved, boundary.resolve()):
+        raise PathEscapeError(
+            f"symlink {link} points to {resolved}, outside the repository",
+            hint="replace the link with the file itself, or point it inside the repository",
+        )
+    if not resolved.is_file():
+        raise BuildError(
+            f"symlink {link} points to {resolved}, which is not a regular file",
+            hint="links leaving the folder may only name files; copy folders instead",
+        )
+    return _file_entry(resolved, image_path, limits)
+
+
+def _file_entry(source: Path, image_path: str, limits: Limits) -> LayerEntry:
+    info = source.stat()
+    if info.st_size > limits.overlay_max_file_bytes:
+        raise BuildError(
+            f"{source} is {info.st_size} bytes, over the limit of {limits.overlay_max_file_bytes}",
+            hint="ship large artefacts in the base image or raise Limits.overlay_max_file_bytes",
+        )
+    return LayerEntry(image_path, "file", normalised_mode(info.st_mode), source=source)
+
+
+def tree_entries(
+    tree_root: Path,
+    *,
+    prefix: str = "",
+    boundary: Path,
+    limits: Limits = DEFAULT_LIMITS,
+    include: Sequence[str] | None = None,
+) -> list[LayerEntry]:
+    """Entries for everything under ``tree_root``, placed under ``prefix`` in the image.
+
+    ``include`` (file name patterns) restricts the top level to matching regular files
+    and links, without descending into folders: used for ``oem/*.yaml``.
+    ``boundary`` is the repository root no symlink may leave.
+    """
+    import fnmatch
+
+    if not tree_root.is_dir():
+        return []
+    if not _is_inside(tree_root.resolve(), boundary.resolve()):
+        raise PathEscapeError(
+            f"{tree_root} resolves to {tree_root.resolve()}, outside the repository",
+            hint="keep the folder inside the repository instead of linking to it",
+        )
+    entries: list[LayerEntry] = []
+    pending: list[str] = [""]
+    while pending:
+        relative_dir = pending.pop()
+        folder = tree_root / relative_dir if relative_dir else tree_root
+        with os.scandir(folder) as listing:
+            children = sorted(listing, key=lambda item: item.name)
+        for child in children:
+            relative = f"{relative_dir}/{child.name}" if relative_dir else child.name
+            image_path = _check_image_path(f"{prefix}/{relative}" if prefix else relative)
+            if include is not None:
+                if child.is_dir(follow_symlinks=False):
+                    continue
+                if not any(fnmatch.fnmatchcase(child.name, pattern) for pattern in include):
+                    continue
+            mode = child.stat(follow_symlinks=False).st_mode
+            path = Path(child.path)
+            if stat.S_ISLNK(mode):
+                entries.append(
+                    _symlink_entry(path, image_path, relative, boundary=boundary, limits=limits)
+                )
+            elif stat.S_ISDIR(mode):
+                entries.append(LayerEntry(image_path, "dir", DIR_MODE))
+                pending.append(relative)
+            elif stat.S_ISREG(mode):
+                entries.append(_file_entry(path, image_path, limits))
+            else:
+                raise BuildError(
+                    f"{path} is a special file (device, fifo or socket)",
+                    hint="layers built from a repository hold only files, folders and links",
+                )
+    if entries and prefix:
+        entries.extend(LayerEntry(p, "dir", DIR_MODE) for p in [*parent_dirs(prefix), prefix])
+    return entries
+
+
+def content_entries(
+    files: Mapping[str, bytes], *, executable: Iterable[str] = ()
+) -> list[LayerEntry]:
+    """Entries for in-memory files (and their parent folders)."""
+    exec_paths = set(executable)
+    entries: dict[str, LayerEntry] = {}
+    for path, data in files.items():
+        _check_image_path(path)
+        for parent in parent_dirs(path):
+            entries.setdefault(parent, LayerEntry(parent, "dir", DIR_MODE))
+        mode = EXEC_MODE if path in exec_paths else FILE_MODE
+        entries[path] = LayerEntry(path, "file", mode, data=data)
+    return list(entries.values())
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, target: _Sink | None) -> None:
+        super().__init__()
+        self._target = target
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        self._hash.update(view)
+        self.size += view.nbytes
+        if self._target is not None:
+            self._target.write(bytes(view))
+        return view.nbytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _tar_info(entry: LayerEntry, epoch: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(entry.path)
+    info.mtime = epoch
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = entry.mode
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link_target or ""
+    else:
+        info.type = tarfile.REGTYPE
+    return info
+
+
+def sorted_entries(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
+    """Sort by path and drop duplicate paths (the last one given wins)."""
+    unique: dict[str, LayerEntry] = {}
+    for entry in entries:
+        unique[entry.path] = entry
+    return sorted(unique.values(), key=lambda entry: entry.sort_key)
+
+
+def write_tar(entries: Iterable[LayerEntry], out: IO[bytes], epoch: int) -> int:
+    """Write the uncompressed tar stream of ``entries`` to ``out``; returns the entry count."""
+    ordered = sorted_entries(entries)
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for entry in ordered:
+            info = _tar_info(entry, epoch)
+            if entry.kind != "file":
+                archive.addfile(info)
+            elif entry.data is not None:
+                info.size = len(entry.data)
+                archive.addfile(info, io.BytesIO(entry.data))
+            else:
+                assert entry.source is not None
+                with entry.source.open("rb") as handle:
+                    info.size = os.fstat(handle.fileno()).st_size
+                    archive.addfile(info, handle)
+    return len(ordered)
+
+
+def write_layer(entries: Iterable[LayerEntry], dest_dir: Path, epoch: int) -> LayerBlob:
+    """Pack ``entries`` into a gzip layer under ``dest_dir`` named by its digest."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".layer-", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            compressed = _HashingWriter(raw)
+            with gzip.GzipFile(
+                filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=compressed, mtime=epoch
+            ) as gz:
+                plain = _HashingWriter(gz)
+                count = write_tar(entries, cast(IO[bytes], plain), epoch)
+        final = dest_dir / compressed.digest.split(":", 1)[1]
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return LayerBlob(final, compressed.digest, plain.digest, compressed.size, count)
+
+
+def layer_bytes(entries: Iterable[LayerEntry], epoch: int) -> tuple[bytes, str]:
+    """The gzip layer in memory plus its diff_id (for small layers and tests)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(
+        filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=epoch
+    ) as gz:
+        plain = _HashingWriter(gz)
+        write_tar(entries, cast(IO[bytes], plain), epoch)
+    return buffer.getvalue(), plain.digest
