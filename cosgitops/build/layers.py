@@ -220,7 +220,7 @@ class _Sink(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-class _HashingWriter(io.RawIOBase):
+class HashingWriter(io.RawIOBase):
     """A write-only stream that hashes and counts what passes through it."""
 
     def __init__(self, target: _Sink | None) -> None:
@@ -295,11 +295,11 @@ def write_layer(entries: Iterable[LayerEntry], dest_dir: Path, epoch: int) -> La
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as raw:
-            compressed = _HashingWriter(raw)
+            compressed = HashingWriter(raw)
             with gzip.GzipFile(
                 filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=compressed, mtime=epoch
             ) as gz:
-                plain = _HashingWriter(gz)
+                plain = HashingWriter(gz)
                 count = write_tar(entries, cast(IO[bytes], plain), epoch)
         final = dest_dir / compressed.digest.split(":", 1)[1]
         os.replace(tmp, final)
@@ -315,6 +315,6 @@ def layer_bytes(entries: Iterable[LayerEntry], epoch: int) -> tuple[bytes, str]:
     with gzip.GzipFile(
         filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=epoch
     ) as gz:
-        plain = _HashingWriter(gz)
+        plain = HashingWriter(gz)
         write_tar(entries, cast(IO[bytes], plain), epoch)
     return buffer.getvalue(), plain.digest
