@@ -129,7 +129,7 @@ def parse_reference(text: str) -> Reference:
         head, sep, maybe_tag = body.rpartition(":")
         if sep and "/" not in maybe_tag and head:
             body, tag = head, _check_tag(maybe_tag, original)
-        if not body:
+        if not body or body.startswith(":"):
             raise InvalidReferenceError(
                 f"{original!r} names no layout folder", hint="write oci:PATH[:TAG][@DIGEST]"
             )
@@ -140,7 +140,10 @@ def parse_reference(text: str) -> Reference:
     if slash and (("." in first or ":" in first or first == "localhost") or first.startswith("[")):
         if not _HOST_RE.match(first):
             raise InvalidReferenceError(f"{original!r}: {first!r} is not a valid registry host")
-        registry, path = first, remainder
+        port = first.rpartition("]")[2].rpartition(":")[2] if ":" in first else ""
+        if port and not 0 < int(port) <= 65535:
+            raise InvalidReferenceError(f"{original!r}: port {port} is out of range")
+        registry, path = (DOCKER_HUB if first == "index.docker.io" else first), remainder
     else:
         registry, path = DOCKER_HUB, body
     tag = None

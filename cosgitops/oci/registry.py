@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 MANIFEST_ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _DOWNLOAD_CHUNK = 1 * MiB
+# Small network reads: when a connection breaks, the bytes of the unfinished read are
+# lost, and a resume starts after the last complete one.
+_NETWORK_CHUNK = 64 * 1024
 _TOKEN_MIN_LIFETIME = 60.0
 _CLIENT_ID = "cosgitops"
 
@@ -754,7 +757,7 @@ class RegistryStore:
                 raise self._error(response, what)
             try:
                 with response, part.open(mode) as handle:
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                    for chunk in response.iter_content(_NETWORK_CHUNK):
                         if digester.size + len(chunk) > limit:
                             raise RemoteDataError(
                                 f"{what} from {self.registry} is larger than {limit} bytes",
