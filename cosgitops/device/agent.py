@@ -1,0 +1,724 @@
+"""The device agent: status, check, upgrade, rollback, boot-check, reset, install.
+
+Every operation runs under an exclusive lock on ``agent/lock`` and starts by
+recovering from whatever a crash left: an interrupted transaction is recorded and
+dropped, the slot links are made to follow ``state.json`` again, and storage that no
+state names (a half-built transition, a slot stored but never committed) is deleted.
+Because ``state.json`` is replaced atomically and only ever names complete slots, the
+device is always in either the old or the new state, never in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cosgitops.config import DEFAULT_LIMITS, Limits
+from cosgitops.device import faults
+from cosgitops.device.apply import (
+    Applier,
+    BuiltinApplier,
+    ElementalApplier,
+    VerifiedImage,
+    verify_release_image,
+)
+from cosgitops.device.boot import CheckResult, boot_outcome, run_health_checks
+from cosgitops.device.cache import CacheStats, LayerCache
+from cosgitops.device.choose import (
+    Choice,
+    ChoiceRequest,
+    InstalledRelease,
+    ReleaseCandidate,
+    choose_release,
+)
+from cosgitops.device.config import AgentConfig, dump_agent_config, load_agent_config
+from cosgitops.device.index import FetchStats, ReleaseIndex
+from cosgitops.device.layout import DeviceRoot
+from cosgitops.device.rollout import wariness_from_machine_id
+from cosgitops.device.slots import SlotStore
+from cosgitops.device.state import (
+    BootAssessment,
+    DeviceState,
+    RejectedList,
+    RejectedRelease,
+    SlotRecord,
+    StateJournal,
+    Transaction,
+    now_text,
+)
+from cosgitops.errors import ConfigError, CosgitopsError, DeviceError, NotFoundError
+from cosgitops.fsutil import atomic_write_text
+from cosgitops.progress import NULL_PROGRESS, Progress
+
+LOCK_WAIT_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _slot_json(device: DeviceRoot, record: SlotRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    out: dict[str, Any] = dict(record.ident())
+    out.update(
+        {
+            "image": record.image,
+            "format": record.format,
+            "path": str(device.root / record.storage) if record.storage else None,
+            "installed": record.installed,
+        }
+    )
+    return out
+
+
+@dataclass
+class DeviceStatus:
+    device: DeviceRoot
+    state: DeviceState
+    rejected: list[RejectedRelease]
+    config: AgentConfig | None
+    busy: bool = False
+    verified: dict[str, bool | str] = field(default_factory=dict)
+    recovered: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return self.state.boot.pending
+
+    def to_json(self) -> dict[str, Any]:
+        interrupted = self.state.interrupted
+        return {
+            "root": str(self.device.root),
+            "derivative": self.config.derivative if self.config else None,
+            "channel": self.config.channel if self.config else None,
+            "active": _slot_json(self.device, self.state.active),
+            "passive": _slot_json(self.device, self.state.passive),
+            "recovery": _slot_json(self.device, self.state.recovery),
+            "pending": self.state.boot.pending,
+            "bootAttempts": self.state.boot.attempts,
+            "maxAttempts": self.config.max_attempts if self.config else None,
+            "lastFailure": self.state.boot.last_failure or None,
+            "rejected": [
+                {"version": r.version, "digest": r.digest, "reason": r.reason, "at": r.at}
+                for r in self.rejected
+            ],
+            "interrupted": interrupted.to_json() if interrupted else None,
+            "busy": self.busy,
+            "generation": self.state.generation,
+            "verified": self.verified or None,
+        }
+
+
+@dataclass
+class CheckReport:
+    choice: Choice
+    current: SlotRecord | None
+    problems: list[str]
+    index: FetchStats
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.choice.to_json()
+        out["current"] = self.current.ident() if self.current else None
+        out["problems"] = self.problems
+        out["cost"] = {**self.index.to_json(), "seconds": round(self.seconds, 4)}
+        return out
+
+
+@dataclass
+class UpgradeReport:
+    action: str  # none | upgrade | downgrade | install
+    summary: str
+    choice: Choice | None
+    installed: SlotRecord | None = None
+    previous: SlotRecord | None = None
+    slot: str = "active"  # active | recovery
+    signer: str = ""
+    cache: CacheStats = field(default_factory=CacheStats)
+    index: FetchStats = field(default_factory=FetchStats)
+    image_bytes: int = 0  # the compressed size of all the release's layers
+    registry_requests: int = 0
+    registry_bytes: int = 0
+    seconds: float = 0.0
+    pending: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "summary": self.summary,
+            "slot": self.slot,
+            "installed": self.installed.ident() if self.installed else None,
+            "previous": self.previous.ident() if self.previous else None,
+            "signer": self.signer or None,
+            "pending": self.pending,
+            "layers": {
+                "downloaded": self.cache.downloaded,
+                "reused": self.cache.reused,
+                "bytesDownloaded": self.cache.bytes_downloaded,
+                "imageBytes": self.image_bytes,
+            },
+            "cost": {
+                "indexRequests": self.index.requests,
+                "indexBytes": self.index.bytes,
+                "registryRequests": self.registry_requests,
+                "registryBytes": self.registry_bytes,
+                "seconds": round(self.seconds, 3),
+            },
+            "choice": self.choice.to_json() if self.choice else None,
+        }
+
+
+@dataclass
+class BootReport:
+    outcome: str  # committed | nothing-pending | retry | rolled-back
+    release: SlotRecord | None
+    attempts: int
+    max_attempts: int
+    checks: list[CheckResult]
+    rolled_back_to: SlotRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("committed", "nothing-pending")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "release": self.release.ident() if self.release else None,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "checks": [check.to_json() for check in self.checks],
+            "rolledBackTo": self.rolled_back_to.ident() if self.rolled_back_to else None,
+        }
+
+
+@dataclass
+class SwitchReport:
+    operation: str  # rollback | reset
+    active: SlotRecord
+    left: SlotRecord | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "active": self.active.ident(),
+            "left": self.left.ident() if self.left else None,
+        }
+
+
+# ---------------------------------------------------------------- the agent
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, *, wait: float, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if not blocking:
+                    yield False
+                    return
+                if time.monotonic() > deadline:
+                    raise DeviceError(
+                        "another cosgitops agent is working on this device root",
+                        hint="wait for it to finish (the lock is agent/lock)",
+                    ) from None
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)  # closing drops the flock; a killed process drops it too
+
+
+class DeviceAgent:
+    """All operations on one device root. Library first: the CLI is a thin wrapper."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        progress: Progress = NULL_PROGRESS,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.device = DeviceRoot(Path(root).absolute())
+        self.limits = limits
+        self.progress = progress
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.journal = StateJournal(self.device.state_file)
+        self.rejected = RejectedList(self.device.rejected_file)
+        self.slots = SlotStore(self.device)
+        self._config: AgentConfig | None = None
+
+    # ------------------------------------------------------------ basics
+
+    @property
+    def config(self) -> AgentConfig:
+        if self._config is None:
+            self._config = load_agent_config(self.device.config_file)
+        return self._config
+
+    def _config_or_none(self) -> AgentConfig | None:
+        try:
+            return self.config
+        except ConfigError:
+            return None
+
+    def machine_id(self) -> str:
+        try:
+            return self.device.machine_id_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return ""
+
+    def wariness(self) -> float:
+        if self.config.wariness is not None:
+            return float(self.config.wariness)
+        return wariness_from_machine_id(self.machine_id() or "unknown")
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[DeviceState]:
+        """The lock, plus recovery from any crash, before an operation touches anything."""
+        if not self.device.root.is_dir():
+            raise DeviceError(
+                f"device root {self.device.root} does not exist",
+                hint="create it with `cosgitops device install`",
+            )
+        with _exclusive_lock(self.device.lock_file, wait=LOCK_WAIT_SECONDS):
+            yield self._recover()
+
+    def _recover(self) -> DeviceState:
+        state = self.journal.load()
+        if state.transaction is not None:
+            state = self.journal.save(
+                replace(state, transaction=None, interrupted=state.transaction)
+            )
+        self.slots.reconcile(state)
+        return state
+
+    def _policy(self) -> object:
+        from cosgitops.model import Identity
+        from cosgitops.signing.keys import load_public_key
+        from cosgitops.signing.policy import TrustedKey, VerificationPolicy, check_identity
+
+        config = self.config
+        keys = tuple(
+            TrustedKey(load_public_key(source, base_dir=self.device.agent_dir), source)
+            for source in config.keys
+        )
+        identities = tuple(
+            check_identity(
+                Identity(
+                    identity=item.identity,
+                    issuer=item.issuer,
+                    identity_regexp=item.identity_regexp,
+                    issuer_regexp=item.issuer_regexp,
+                )
+            )
+            for item in config.identities
+        )
+        trusted_root = (
+            config.resolve(self.device.agent_dir, config.trusted_root).read_bytes()
+            if config.trusted_root
+            else None
+        )
+        return VerificationPolicy(keys=keys, identities=identities, trusted_root=trusted_root)
+
+    def _store(self, image: str) -> Any:
+        from cosgitops.oci import open_store
+        from cosgitops.oci.reference import parse_reference
+        from cosgitops.oci.store import StoreOptions
+
+        config = self.config
+        ca_file = (
+            config.resolve(self.device.agent_dir, config.registry_ca_file)
+            if config.registry_ca_file
+            else None
+        )
+        options = StoreOptions(
+            insecure=config.registry_insecure, ca_file=ca_file, limits=self.limits
+        )
+        return open_store(parse_reference(image), options)
+
+    def _applier(self) -> Applier:
+        if self.config.apply_method == "elemental":
+            return ElementalApplier(self.config.elemental_command)
+        return BuiltinApplier(self.device, self.config.slot_format, self.limits)
+
+    def _request(self, state: DeviceState, version: str | None, force: bool) -> ChoiceRequest:
+        current = state.active
+        return ChoiceRequest(
+            current=InstalledRelease(current.version, current.digest) if current else None,
+            channel=self.config.channel,
+            wariness=self.wariness(),
+            now=self.clock(),
+            rejected=tuple(InstalledRelease(r.version, r.digest) for r in self.rejected.load()),
+            pin=version,
+            force=force,
+        )
+
+    # ------------------------------------------------------------ set-up
+
+    def init(
+        self, config: AgentConfig, trusted_root: bytes, *, machine_id: str | None = None
+    ) -> None:
+        """Create the device root's folders, write the config and trust the index root."""
+        device = self.device
+        for folder in (
+            device.state_dir,
+            device.recovery_dir,
+            device.oem_dir,
+            device.persistent_dir,
+            device.agent_dir,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(device.lock_file, wait=LOCK_WAIT_SECONDS):
+            if device.config_file.exists() and (device.metadata_dir / "root.json").exists():
+                raise DeviceError(
+                    f"{device.root} is already set up",
+                    hint="use `cosgitops device upgrade`, or remove the device root first",
+                )
+            from cosgitops.device.config import validate_agent_config
+
+            validate_agent_config(config.to_json())
+            self._config = config
+            for key in config.keys:
+                path = config.resolve(device.agent_dir, key)
+                if not path.is_file():
+                    raise ConfigError(f"trusted key {path} does not exist")
+            ReleaseIndex(device, config, self.limits).trust(trusted_root)
+            if not device.machine_id_file.exists():
+                atomic_write_text(device.machine_id_file, (machine_id or _host_machine_id()) + "\n")
+            atomic_write_text(device.config_file, dump_agent_config(config).decode())
+
+    def install(
+        self,
+        config: AgentConfig,
+        trusted_root: bytes,
+        *,
+        version: str | None = None,
+        recovery: bool = True,
+        machine_id: str | None = None,
+    ) -> UpgradeReport:
+        """init, then the first release into the active slot (and the recovery slot)."""
+        self.init(config, trusted_root, machine_id=machine_id)
+        report = self.upgrade(version=version)
+        if recovery and report.installed is not None:
+            self.upgrade(version=report.installed.version, recovery=True, force=True)
+        return report
+
+    # ------------------------------------------------------------ queries
+
+    def status(self, *, verify: bool = False) -> DeviceStatus:
+        """The device's state; recovers from a crash first unless another agent is busy."""
+        if not self.device.root.is_dir():
+            raise DeviceError(f"device root {self.device.root} does not exist")
+        with _exclusive_lock(self.device.lock_file, wait=0, blocking=False) as locked:
+            state = self._recover() if locked else self.journal.load()
+            report = DeviceStatus(
+                self.device, state, self.rejected.load(), self._config_or_none(), busy=not locked
+            )
+            if verify and locked:
+                for name in ("active", "passive", "recovery"):
+                    record = state.slot(name)
+                    if record is None or not record.storage:
+                        continue
+                    try:
+                        self.slots.verify(record)
+                        report.verified[name] = True
+                    except CosgitopsError as exc:
+                        report.verified[name] = exc.message
+            return report
+
+    def check(self, *, version: str | None = None, force: bool = False) -> CheckReport:
+        """Refresh the index and say what an upgrade would do, and why."""
+        started = time.monotonic()
+        with self._session() as state:
+            index = ReleaseIndex(self.device, self.config, self.limits)
+            releases, problems = index.releases()
+            choice = choose_release(releases, self._request(state, version, force))
+            return CheckReport(
+                choice, state.active, problems, index.stats, time.monotonic() - started
+            )
+
+    # ------------------------------------------------------------ upgrade
+
+    def upgrade(
+        self, *, version: str | None = None, force: bool = False, recovery: bool = False
+    ) -> UpgradeReport:
+        """Refresh, choose, verify, download what is missing, apply, switch atomically."""
+        started = time.monotonic()
+        with self._session() as initial:
+            state = initial
+            if state.boot.pending and not recovery and not force:
+                raise DeviceError(
+                    f"release {state.active.version if state.active else '?'} still awaits its "
+                    "boot assessment",
+                    hint="run `cosgitops device boot-check` first (or pass --force)",
+                )
+            index = ReleaseIndex(self.device, self.config, self.limits)
+            releases, _problems = index.releases()
+            faults.crash_point("index-refreshed")
+            if recovery:
+                choice = self._recovery_choice(releases, state, version)
+            else:
+                choice = choose_release(releases, self._request(state, version, force))
+            if choice.release is None:
+                if version is not None and not (state.active and state.active.version == version):
+                    raise (
+                        NotFoundError(choice.summary)
+                        if "not published" in choice.summary
+                        else (DeviceError(choice.summary, hint="see `cosgitops device check`"))
+                    )
+                return UpgradeReport(
+                    "none",
+                    choice.summary,
+                    choice,
+                    index=index.stats,
+                    seconds=time.monotonic() - started,
+                )
+            faults.crash_point("release-chosen")
+            release = choice.release
+            manifest = index.manifest(release)
+            store = self._store(release.image)
+            image = verify_release_image(
+                store,
+                release,
+                manifest,
+                policy=self._policy(),
+                platform=self.config.platform,
+                limits=self.limits,
+            )
+            faults.crash_point("signature-verified")
+            operation = "upgrade-recovery" if recovery else "upgrade"
+            state = self.journal.save(
+                replace(
+                    state,
+                    transaction=Transaction(
+                        operation, release.version, image.digest, release.image, now_text()
+                    ),
+                )
+            )
+            faults.crash_point("journal-begun")
+            result = self._applier().apply(
+                image, store, "recovery" if recovery else "state", self.progress
+            )
+            record = result.record
+            previous = state.recovery if recovery else state.active
+            if recovery:
+                new_state = replace(state, recovery=record, transaction=None, interrupted=None)
+            else:
+                first = state.active is None
+                new_state = replace(
+                    state,
+                    active=record,
+                    passive=state.active,
+                    boot=BootAssessment(pending=not first),
+                    transaction=None,
+                    interrupted=None,
+                )
+            new_state = self.journal.save(new_state)
+            faults.crash_point("state-committed")
+            self.slots.reconcile(new_state)
+            faults.crash_point("links-updated")
+            self._collect_cache(new_state)
+            faults.crash_point("cache-collected")
+            return UpgradeReport(
+                action="install" if previous is None and not recovery else choice.action,
+                summary=choice.summary,
+                choice=choice,
+                installed=record,
+                previous=previous,
+                slot="recovery" if recovery else "active",
+                signer=image.signer,
+                cache=result.cache,
+                index=index.stats,
+                image_bytes=image.size,
+                registry_requests=store.stats.requests,
+                registry_bytes=store.stats.bytes_downloaded,
+                seconds=time.monotonic() - started,
+                pending=new_state.boot.pending and not recovery,
+            )
+
+    def _recovery_choice(
+        self, releases: list[ReleaseCandidate], state: DeviceState, version: str | None
+    ) -> Choice:
+        # The recovery slot follows the channel like the system does, but is never
+        # boot-assessed, so it takes only what the active slot already proved, or a pin.
+        pin = version or (state.active.version if state.active else None)
+        current = state.recovery
+        request = ChoiceRequest(
+            current=InstalledRelease(current.version, current.digest) if current else None,
+            channel=self.config.channel,
+            wariness=self.wariness(),
+            now=self.clock(),
+            rejected=tuple(InstalledRelease(r.version, r.digest) for r in self.rejected.load()),
+            pin=pin,
+            force=True,
+        )
+        return choose_release(releases, request)
+
+    def _collect_cache(self, state: DeviceState) -> None:
+        keep: set[str] = set()
+        for record in (state.active, state.passive):
+            if record is not None:
+                keep.update(record.layers)
+        LayerCache(self.device).collect(keep)
+
+    # ------------------------------------------------------------ boot assessment
+
+    def boot_check(self) -> BootReport:
+        """Assess the active release: commit, count a failed boot, or roll back."""
+        with self._session() as initial:
+            state = initial
+            config = self.config
+            active = state.active
+            if active is None:
+                raise DeviceError("nothing is installed", hint="run `cosgitops device install`")
+            if not state.boot.pending:
+                return BootReport("nothing-pending", active, 0, config.max_attempts, [])
+            attempts = state.boot.attempts + 1
+            state = self.journal.save(replace(state, boot=replace(state.boot, attempts=attempts)))
+            faults.crash_point("boot-attempt-counted")
+            if active.format == "elemental":
+                results = run_health_checks(
+                    config.checks, Path("/"), max_timeout=self.limits.health_check_timeout_seconds
+                )
+            else:
+                with self.slots.view(active) as tree:
+                    results = run_health_checks(
+                        config.checks,
+                        tree,
+                        max_timeout=self.limits.health_check_timeout_seconds,
+                    )
+            passed = all(result.passed for result in results)
+            outcome = boot_outcome(passed, attempts, config.max_attempts)
+            if outcome == "commit":
+                self.journal.save(replace(state, boot=BootAssessment()))
+                return BootReport("committed", active, attempts, config.max_attempts, results)
+            failure = "; ".join(result.describe() for result in results if not result.passed)
+            if outcome == "retry":
+                self.journal.save(replace(state, boot=replace(state.boot, last_failure=failure)))
+                return BootReport("retry", active, attempts, config.max_attempts, results)
+            reason = f"failed {attempts} boot(s): {failure}"
+            if state.passive is None:
+                # Nothing to go back to: keep running it, but stop counting.
+                self.journal.save(replace(state, boot=BootAssessment(last_failure=failure)))
+                raise DeviceError(
+                    f"release {active.version} {reason}, and there is no passive slot",
+                    hint="restore a known-good system with `cosgitops device reset`",
+                )
+            switched = self._switch_back(state, reason, automatic=True)
+            return BootReport(
+                "rolled-back", active, attempts, config.max_attempts, results, switched.active
+            )
+
+    def _switch_back(self, state: DeviceState, reason: str, *, automatic: bool) -> SwitchReport:
+        active, passive = state.active, state.passive
+        assert active is not None and passive is not None
+        self.rejected.add(active.version, active.digest, reason)
+        faults.crash_point("rejected-recorded")
+        new_state = self.journal.save(
+            replace(
+                state,
+                active=passive,
+                # A release that failed its boots is no fallback: its slot is dropped. A
+                # rollback by hand keeps it, so a second rollback can undo the first.
+                passive=None if automatic else active,
+                boot=BootAssessment(),
+                transaction=None,
+            )
+        )
+        faults.crash_point("rollback-committed")
+        self.slots.reconcile(new_state)
+        return SwitchReport("rollback", passive, active)
+
+    def rollback(self) -> SwitchReport:
+        """Make the passive slot active again and never take the current release again."""
+        with self._session() as state:
+            if state.active is None or state.passive is None:
+                raise DeviceError(
+                    "there is no passive slot to roll back to",
+                    hint="restore from the recovery slot with `cosgitops device reset`",
+                )
+            return self._switch_back(state, "rolled back by hand", automatic=False)
+
+    def reset(self) -> SwitchReport:
+        """Replace the active slot with a verified copy of the recovery slot."""
+        with self._session() as initial:
+            state = initial
+            recovery = state.recovery
+            if recovery is None or not recovery.storage:
+                raise DeviceError(
+                    "there is no recovery slot", hint="install one with `device upgrade --recovery`"
+                )
+            self.slots.verify(recovery)
+            state = self.journal.save(
+                replace(
+                    state,
+                    transaction=Transaction(
+                        "reset", recovery.version, recovery.digest, recovery.image, now_text()
+                    ),
+                )
+            )
+            self.slots.copy_into_transition(recovery, "state")
+            label = f"{recovery.version}-reset"
+            storage, tree, image_file = self.slots.store_transition(
+                "state", label, self.config.slot_format
+            )
+            if recovery.tree_digest and tree != recovery.tree_digest:
+                raise DeviceError("the copy of the recovery slot does not match it")
+            record = replace(
+                recovery,
+                storage=storage,
+                format=self.config.slot_format,
+                tree_digest=tree,
+                file_digest=image_file,
+                installed=now_text(),
+            )
+            left = state.active
+            new_state = self.journal.save(
+                replace(
+                    state,
+                    active=record,
+                    passive=None,
+                    boot=BootAssessment(),
+                    transaction=None,
+                    interrupted=None,
+                )
+            )
+            self.slots.reconcile(new_state)
+            return SwitchReport("reset", record, left)
+
+
+def _host_machine_id() -> str:
+    for candidate in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
+        with contextlib.suppress(OSError):
+            value = candidate.read_text(encoding="utf-8").strip()
+            if value:
+                return value
+    return secrets.token_hex(16)
+
+
+def verified_image_summary(image: VerifiedImage) -> dict[str, Any]:
+    return {
+        "reference": image.reference.pinned_string(),
+        "manifest": image.manifest_digest,
+        "layers": [layer.digest for layer in image.layers],
+        "signer": image.signer,
+    }

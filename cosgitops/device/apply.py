@@ -1,0 +1,262 @@
+"""Turning a verified release into a slot: the built-in A/B applier and the hand-off
+to ``elemental upgrade``.
+
+:func:`verify_release_image` runs before anything touches the disk: it checks the
+image signature under the device's policy for exactly the digest the signed index
+names, then follows that digest (index -> platform manifest -> layers) with every
+step verified by digest. From then on only what it returns is used, so what is
+applied is exactly what was verified.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cosgitops.config import Limits
+from cosgitops.device import faults
+from cosgitops.device.cache import CacheStats, LayerCache
+from cosgitops.device.choose import ReleaseCandidate
+from cosgitops.device.extract import ExtractBudget, extract_layer
+from cosgitops.device.layout import DeviceRoot
+from cosgitops.device.slots import SlotStore
+from cosgitops.device.state import SlotRecord, now_text
+from cosgitops.errors import DeviceError, IntegrityError, RemoteDataError, VerificationError
+from cosgitops.model import ReleaseManifest
+from cosgitops.oci import media
+from cosgitops.oci.reference import Reference
+from cosgitops.oci.store import Descriptor, ImageStore, ManifestData
+from cosgitops.progress import NULL_PROGRESS, Progress
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    """A release whose signature verified, resolved to the layers of one platform."""
+
+    release: ReleaseCandidate
+    reference: Reference  # pinned to the signed digest
+    manifest_digest: str  # the platform manifest whose layers are applied
+    layers: tuple[Descriptor, ...]
+    signer: str
+
+    @property
+    def digest(self) -> str:
+        assert self.reference.digest is not None
+        return self.reference.digest
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+
+def _platform_matches(platform: object, wanted: str) -> bool:
+    if not isinstance(platform, dict):
+        return False
+    parts = wanted.split("/")
+    if platform.get("os") != parts[0] or platform.get("architecture") != parts[1]:
+        return False
+    return len(parts) < 3 or platform.get("variant") in (None, parts[2])
+
+
+def platform_manifest(store: ImageStore, top: ManifestData, platform: str) -> ManifestData:
+    """The image manifest for ``platform`` under ``top`` (itself, or a child of an index)."""
+    if top.media_type not in media.INDEX_TYPES:
+        return top
+    for child in top.children():
+        if _platform_matches(child.platform, platform):
+            manifest = store.get_manifest(child.digest)
+            if manifest.media_type in media.INDEX_TYPES:
+                raise RemoteDataError(f"{child.digest} nests an index inside an index")
+            return manifest
+    raise DeviceError(
+        f"image {top.digest} has no manifest for {platform}",
+        hint="publish the release for this device's platform or set spec.platform",
+    )
+
+
+def verify_release_image(
+    store: ImageStore,
+    release: ReleaseCandidate,
+    release_manifest: ReleaseManifest,
+    *,
+    policy: object,
+    platform: str,
+    limits: Limits,
+) -> VerifiedImage:
+    """Signature first, then the digest chain down to the layers; raise on any doubt."""
+    from cosgitops.oci.reference import parse_reference
+    from cosgitops.signing import verify_image
+
+    reference = parse_reference(release.image)
+    digest = release.digest
+    if limits.unsafe_skip_signature_verification:
+        signer = "UNVERIFIED (unsafe_skip_signature_verification)"
+    else:
+        result = verify_image(store, digest, policy)  # type: ignore[arg-type]
+        if not result.ok:
+            raise VerificationError(
+                f"release {release.version}: {result.failure_message()}",
+                hint=f"{result.failure_hint()}; nothing was downloaded or applied",
+            )
+        signer = result.signer
+    top = store.get_manifest(digest)
+    if top.digest != digest:
+        raise IntegrityError(f"store returned manifest {top.digest} for {digest}")
+    manifest = platform_manifest(store, top, platform)
+    children = manifest.children()
+    layers = tuple(children[1:])
+    for layer in layers:
+        if layer.size < 0 or layer.size > limits.blob_max_bytes:
+            raise RemoteDataError(f"layer {layer.digest} declares an impossible size {layer.size}")
+    expected = release_manifest.platform(platform)
+    if expected is not None and (
+        expected.digest != manifest.digest
+        or tuple(layer.digest for layer in expected.layers)
+        != tuple(layer.digest for layer in layers)
+    ):
+        raise RemoteDataError(
+            f"release {release.version}: the signed index lists manifest {expected.digest} "
+            f"for {platform} but the signed image resolves to {manifest.digest}",
+            hint="the index and the image disagree; nothing was applied",
+        )
+    return VerifiedImage(
+        release=release,
+        reference=reference.with_digest(digest).with_tag(None),
+        manifest_digest=manifest.digest,
+        layers=layers,
+        signer=signer,
+    )
+
+
+@dataclass
+class ApplyResult:
+    record: SlotRecord
+    cache: CacheStats
+
+
+class Applier(Protocol):
+    """Installs a verified image into a slot of a partition (``state`` or ``recovery``)."""
+
+    def apply(
+        self, image: VerifiedImage, store: ImageStore, partition: str, progress: Progress
+    ) -> ApplyResult: ...
+
+
+class BuiltinApplier:
+    """Downloads missing layers, unpacks them into ``transition`` and seals the slot."""
+
+    def __init__(self, device: DeviceRoot, slot_format: str, limits: Limits) -> None:
+        self.device = device
+        self.slot_format = slot_format
+        self.limits = limits
+        self.cache = LayerCache(device)
+        self.slots = SlotStore(device)
+
+    def apply(
+        self,
+        image: VerifiedImage,
+        store: ImageStore,
+        partition: str,
+        progress: Progress = NULL_PROGRESS,
+    ) -> ApplyResult:
+        stats = CacheStats()
+        for layer in image.layers:
+            self.cache.fetch(store, layer, stats, progress)
+            faults.crash_point("layer-downloaded")
+        staging = self.slots.fresh_transition(partition)
+        budget = ExtractBudget(self.limits)
+        for layer in image.layers:
+            task = progress.task(f"unpack {layer.digest[:19]}", total=None)
+            try:
+                extract_layer(
+                    self.cache.path(layer.digest),
+                    digest=layer.digest,
+                    media_type=layer.media_type,
+                    slot=staging,
+                    budget=budget,
+                    on_entry=lambda count: (
+                        faults.crash_point("extract-partial") if count == 2 else None
+                    ),
+                )
+            except IntegrityError:
+                # The cached copy rotted or was altered: drop it so the next run refetches.
+                self.cache.discard(layer.digest)
+                raise
+            finally:
+                task.close()
+            faults.crash_point("layer-extracted")
+        faults.crash_point("transition-complete")
+        label = f"{image.release.version}-{image.digest.split(':', 1)[1][:12]}"
+        storage, tree, image_file = self.slots.store_transition(partition, label, self.slot_format)
+        faults.crash_point("slot-stored")
+        record = SlotRecord(
+            version=image.release.version,
+            digest=image.digest,
+            image=image.release.image,
+            storage=storage,
+            format=self.slot_format,
+            manifest_digest=image.manifest_digest,
+            layers=tuple(layer.digest for layer in image.layers),
+            tree_digest=tree,
+            file_digest=image_file,
+            installed=now_text(),
+        )
+        return ApplyResult(record, stats)
+
+
+class ElementalApplier:
+    """Hands the verified ``NAME@DIGEST`` to ``elemental upgrade`` (a real cOS system)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def argv(self, image: VerifiedImage, partition: str) -> list[str]:
+        if image.reference.is_oci_layout:
+            raise DeviceError(
+                f"elemental cannot pull the OCI layout {image.reference.name}",
+                hint="publish releases to a registry to use apply.method: elemental",
+            )
+        executable = self.command
+        if not Path(executable).is_absolute():
+            found = shutil.which(executable)
+            if found is None:
+                raise DeviceError(
+                    f"{executable!r} is not on PATH",
+                    hint="install elemental-cli or set apply.elementalCommand",
+                )
+            executable = found
+        uri = f"oci:{image.reference.pinned_string()}"
+        if partition == "recovery":
+            return [executable, "upgrade-recovery", "--recovery-system.uri", uri]
+        return [executable, "upgrade", "--system", uri]
+
+    def apply(
+        self,
+        image: VerifiedImage,
+        store: ImageStore,
+        partition: str,
+        progress: Progress = NULL_PROGRESS,
+    ) -> ApplyResult:
+        argv = self.argv(image, partition)
+        progress.note(f"handing off to {' '.join(argv)}")
+        result = subprocess.run(argv, capture_output=True, check=False)
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).decode(errors="replace").strip()
+            raise DeviceError(
+                f"elemental upgrade failed with exit code {result.returncode}: {output[-800:]}",
+                hint="see the elemental output above; the running system is unchanged",
+            )
+        record = SlotRecord(
+            version=image.release.version,
+            digest=image.digest,
+            image=image.release.image,
+            storage="",
+            format="elemental",
+            manifest_digest=image.manifest_digest,
+            layers=tuple(layer.digest for layer in image.layers),
+            installed=now_text(),
+        )
+        return ApplyResult(record, CacheStats())
