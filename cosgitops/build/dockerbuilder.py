@@ -42,6 +42,8 @@ from cosgitops.progress import NULL_PROGRESS, Progress
 
 LOCAL_REPOSITORY = "cosgitops-build"
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BUILDER_CHATTER = (" ---> ", "Removing intermediate container", "Successfully built")
 _OUTPUT_LINES = 40
 _DOCKER_TIMEOUT = 600
 
@@ -86,7 +88,8 @@ class BuildLog:
         text = message.get("stream")
         if not isinstance(text, str):
             return
-        for line in text.splitlines():
+        for raw_line in text.splitlines():
+            line = _ANSI_RE.sub("", raw_line)
             match = _STEP_RE.match(line.strip())
             if match:
                 self.step, self.steps = int(match.group(1)), int(match.group(2))
@@ -94,7 +97,7 @@ class BuildLog:
                 self.output.clear()
                 progress.note(f"step {self.step}/{self.steps}: {self.instruction}")
                 task.advance(1)
-            elif line.strip() and not line.startswith(" ---> "):
+            elif line.strip() and not line.startswith(_BUILDER_CHATTER):
                 self.output.append(line.rstrip())
 
     def fail(self, error: str) -> None:
@@ -104,7 +107,7 @@ class BuildLog:
         output = "\n".join(f"  | {line}" for line in self.output)
         message = f"{where} failed: {error.strip()}"
         if output:
-            message += f"\n  output of the step (last {len(self.output)} lines):\n{output}"
+            message += f"\n  output of the step (up to {_OUTPUT_LINES} last lines):\n{output}"
         raise BuildError(
             message,
             hint="fix the command or package list in derivative.yaml; `cosgitops render` "

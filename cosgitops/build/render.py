@@ -74,7 +74,7 @@ def os_release_script(identity: ImageIdentity) -> str:
     (or a fresh one), replacing a symlink rather than writing through it."""
     additions = identity.os_release_additions()
     keys = "|".join(sorted(additions))
-    fresh = shlex.quote(identity.fresh_os_release().rstrip("\n"))
+    fresh = " ".join(shlex.quote(line) for line in identity.fresh_os_release().splitlines())
     lines = " ".join(
         shlex.quote(f"{key}={format_os_release_value(value)}") for key, value in additions.items()
     )
@@ -82,7 +82,7 @@ def os_release_script(identity: ImageIdentity) -> str:
         "set -eu; f=/etc/os-release; "
         'if [ -e "$f" ]; then old=$(cat "$f"); '
         "elif [ -e /usr/lib/os-release ]; then old=$(cat /usr/lib/os-release); "
-        f"else old={fresh}; fi; "
+        f"else old=$(printf '%s\\n' {fresh}); fi; "
         'rm -f "$f"; '
         f"{{ printf '%s\\n' \"$old\" | grep -v -E '^({keys})=' || true; "
         f"printf '%s\\n' {lines}; }} > \"$f\""
@@ -160,7 +160,8 @@ def materialise(entries: Iterable[LayerEntry], dest: Path, *, strip: str = "", e
             os.chmod(target, entry.mode)
         if entry.kind != "symlink":
             os.utime(target, (epoch, epoch))
-        count += 1
+        if entry.kind != "dir":
+            count += 1
     return count
 
 
