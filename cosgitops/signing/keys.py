@@ -48,6 +48,9 @@ _SALT_BYTES = 32
 _NONCE_BYTES = 24
 _SCRYPT_MAXMEM = 256 * 1024 * 1024
 KEY_FILE_MAX_BYTES = 64 * 1024
+# Embedded defaults: a password-less pair generated on first use, repo-relative.
+DEVELOPMENT_KEY = ".cosgitops/keys/cosign.key"
+DEVELOPMENT_PUBLIC_KEY = ".cosgitops/keys/cosign.pub"
 
 _PEM_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n?-----END \1-----", re.DOTALL)
 
@@ -288,6 +291,22 @@ def write_keypair(prefix: Path, password: bytes, *, overwrite: bool = False) -> 
     atomic_write_bytes(key_path, pair.private_pem, mode=0o600)
     atomic_write_bytes(pub_path, pair.public_pem, mode=0o644)
     return key_path, pub_path
+
+
+def ensure_development_keypair(root: Path) -> tuple[Path, Path, bool]:
+    """The repository's password-less development pair under ``.cosgitops/keys/``,
+    generated if missing; returns (private, public, created). For one-machine use only."""
+    key_path = root / DEVELOPMENT_KEY
+    pub_path = root / DEVELOPMENT_PUBLIC_KEY
+    if key_path.exists() and pub_path.exists():
+        return key_path, pub_path, False
+    if key_path.exists() or pub_path.exists():
+        raise SigningError(
+            f"only one half of the development key pair exists under {key_path.parent}",
+            hint="remove the leftover file so a fresh pair can be generated",
+        )
+    written = write_keypair(key_path.with_suffix(""), b"")
+    return written[0], written[1], True
 
 
 def private_key_from_pem(
