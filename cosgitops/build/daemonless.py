@@ -167,44 +167,28 @@ def resolve_base(
     return ResolvedBase(reference, top.digest, store, tuple(resolved))
 
 
-def _same_place(source: Reference, target: Reference) -> bool:
-    if source.transport != target.transport:
-        return False
-    return source.transport == "oci" or source.registry == target.registry
-
-
 def transfer_base_layers(
     base: ResolvedBase,
     target: ImageStore,
     *,
     work_dir: Path,
     progress: Progress = NULL_PROGRESS,
-) -> None:
-    """Make every base layer available in ``target``: mount when the target can reach the
-    base's copy, else copy (download + upload) only what the target lacks."""
-    if base.store is None or base.reference is None:
-        return
+) -> dict[str, int]:
+    """Make every base layer available in ``target``: present blobs are skipped, blobs
+    the target can reach are mounted (same registry, or hard links between layouts),
+    only the rest is copied. Returns how many layers went which way."""
+    from cosgitops.oci.transfer import copy_blob
+
+    outcome: dict[str, int] = {}
+    if base.store is None:
+        return outcome
     layers = {
         layer.digest: layer for platform in base.platforms for layer in platform.layers
     }.values()
-    mountable = _same_place(base.reference, target.reference)
-    source_repository = (
-        base.reference.name if base.reference.is_oci_layout else base.reference.repository
-    )
-    same_repository = base.reference.name == target.reference.name
     for layer in layers:
-        if same_repository:
-            continue
-        if mountable and target.mount_blob(layer.digest, source_repository):
-            continue
-        if target.has_blob(layer.digest):
-            continue
-        scratch = work_dir / f"base-{layer.digest.split(':', 1)[1]}"
-        base.store.download_blob(layer.digest, scratch, size=layer.size, progress=progress)
-        try:
-            target.put_blob(scratch, layer.digest, size=layer.size, progress=progress)
-        finally:
-            scratch.unlink(missing_ok=True)
+        way = copy_blob(base.store, target, layer, progress=progress, work_dir=work_dir)
+        outcome[way] = outcome.get(way, 0) + 1
+    return outcome
 
 
 @dataclass(frozen=True)
