@@ -177,9 +177,7 @@ def sign_command(
 )
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @_with_store_options
-@click.pass_context
 def verify_command(
-    ctx: click.Context,
     *,
     reference: str,
     keys: tuple[str, ...],
@@ -217,6 +215,13 @@ def verify_command(
         )
     policy = key_policy(keys, rekor_keys=rekor_keys)
     if any(keyless_options):
+        if not (certificate_identity or certificate_identity_regexp) or not (
+            certificate_oidc_issuer or certificate_oidc_issuer_regexp
+        ):
+            raise UsageError(
+                "keyless verification needs both --certificate-identity(-regexp) and "
+                "--certificate-oidc-issuer(-regexp)"
+            )
         identity = check_identity(
             Identity(
                 identity=certificate_identity,
@@ -235,7 +240,7 @@ def verify_command(
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
         if not result.ok:
-            ctx.exit(1)
+            sys.exit(1)
         return
     matched = result.require()
     click.echo(f"Verified {result.reference}")
