@@ -123,6 +123,14 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
+class _ChunkFailedError(Exception):
+    """A chunk of an upload failed in a way a fresh upload may not (5xx, broken link)."""
+
+    def __init__(self, cause: CosgitopsError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
 class _Token:
     value: str = field(repr=False)
@@ -809,9 +817,9 @@ class RegistryStore:
                 try:
                     self._upload(source, digest, size, task)
                     return True
-                except DownloadError:
+                except _ChunkFailedError as failure:
                     if restart == self.limits.http_retries:
-                        raise
+                        raise failure.cause from None
                     time.sleep(self._delay(restart, None))
         finally:
             if task:
@@ -847,18 +855,25 @@ class RegistryStore:
                     if digester.size > size:
                         break
                     start = digester.size - len(chunk)
-                    response = self.request(
-                        "PATCH",
-                        location,
-                        actions="pull,push",
-                        headers={
-                            "Content-Type": "application/octet-stream",
-                            "Content-Range": f"{start}-{digester.size - 1}",
-                        },
-                        body=chunk,
-                        retry=False,
-                    )
+                    # A chunk is not retried on its own (the session's state is then
+                    # unknown): put_blob restarts the whole upload instead.
+                    try:
+                        response = self.request(
+                            "PATCH",
+                            location,
+                            actions="pull,push",
+                            headers={
+                                "Content-Type": "application/octet-stream",
+                                "Content-Range": f"{start}-{digester.size - 1}",
+                            },
+                            body=chunk,
+                            retry=False,
+                        )
+                    except DownloadError as exc:
+                        raise _ChunkFailedError(exc) from None
                     response.close()
+                    if response.status_code in _RETRY_STATUSES:
+                        raise _ChunkFailedError(self._error(response, f"chunk upload of {digest}"))
                     if response.status_code != 202:
                         raise self._error(response, f"chunk upload of {digest}")
                     self.stats.bytes_uploaded += len(chunk)

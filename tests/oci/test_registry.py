@@ -123,6 +123,28 @@ def test_large_blob_goes_up_in_chunks(registry: RegistryServer, tmp_path: Path) 
     assert storage_blob(registry, digest).read_bytes() == blob_file.read_bytes()
 
 
+def test_failed_chunk_restarts_the_upload(registry: RegistryServer) -> None:
+    limits = Limits(registry_upload_chunk_bytes=100_000, http_retries=2, http_backoff_seconds=0.01)
+    blob = os.urandom(250_000)
+    digest = sha256_digest(blob)
+    with FaultProxy(registry.url) as proxy:
+        calls = {"n": 0}
+
+        def second_patch_fails(method: str, path: str) -> Fault | None:
+            if method == "PATCH":
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    return Fault(status=500)
+            return None
+
+        proxy.set_fault(second_patch_fails)
+        store = store_for(proxy.host, limits=limits)
+        assert store.put_blob(blob, digest, size=len(blob))
+        methods = [s.method for s in proxy.seen if "/uploads/" in s.path]
+    assert methods == ["POST", "PATCH", "PATCH", "DELETE", "POST", *["PATCH"] * 3, "PUT"]
+    assert store.read_blob(digest, max_bytes=1 << 20) == blob
+
+
 def test_upload_of_bytes_that_do_not_match_the_digest_is_refused(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
