@@ -40,7 +40,15 @@ from cosgitops.device.choose import (
     ReleaseCandidate,
     choose_release,
 )
-from cosgitops.device.config import AgentConfig, dump_agent_config, load_agent_config
+from cosgitops.device.config import (
+    AgentConfig,
+    HealthCheck,
+    TrustedIdentity,
+    dump_agent_config,
+    host_platform_name,
+    load_agent_config,
+    validate_agent_config,
+)
 from cosgitops.device.index import FetchStats, ReleaseIndex
 from cosgitops.device.layout import DeviceRoot
 from cosgitops.device.rollout import wariness_from_machine_id
@@ -56,7 +64,7 @@ from cosgitops.device.state import (
     now_text,
 )
 from cosgitops.errors import ConfigError, CosgitopsError, DeviceError, NotFoundError
-from cosgitops.fsutil import atomic_write_text
+from cosgitops.fsutil import atomic_write_bytes, atomic_write_text
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 LOCK_WAIT_SECONDS = 30.0
@@ -215,6 +223,66 @@ class SwitchReport:
         }
 
 
+# ---------------------------------------------------------------- set-up
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """What `device init`/`install` needs: where the index is, whom to trust, what to run."""
+
+    index_url: str
+    derivative: str
+    trusted_root: Path  # the publisher's metadata/1.root.json (or a later root)
+    channel: str = "stable"
+    keys: tuple[Path, ...] = ()  # cosign public keys trusted to sign images
+    identities: tuple[TrustedIdentity, ...] = ()
+    sigstore_trusted_root: Path | None = None
+    platform: str | None = None
+    slot_format: str = "dir"
+    apply_method: str = "builtin"
+    elemental_command: str = "elemental"
+    registry_insecure: bool = False
+    registry_ca: Path | None = None
+    index_ca: Path | None = None
+    checks: tuple[HealthCheck, ...] = ()
+    max_attempts: int = 3
+    machine_id: str | None = None
+    wariness: float | None = None
+
+    def config(self, copied: dict[str, str]) -> AgentConfig:
+        def local(path: Path | None) -> str | None:
+            return copied[str(path)] if path is not None else None
+
+        index_url = self.index_url
+        if "://" not in index_url:
+            index_url = str(Path(index_url).absolute())
+        return AgentConfig(
+            derivative=self.derivative,
+            index_url=index_url,
+            keys=tuple(copied[str(key)] for key in self.keys),
+            identities=self.identities,
+            trusted_root=local(self.sigstore_trusted_root),
+            channel=self.channel,
+            platform=self.platform or host_platform_name(),
+            index_ca_file=local(self.index_ca),
+            registry_insecure=self.registry_insecure,
+            registry_ca_file=local(self.registry_ca),
+            slot_format=self.slot_format,
+            apply_method=self.apply_method,
+            elemental_command=self.elemental_command,
+            max_attempts=self.max_attempts,
+            checks=self.checks,
+            wariness=self.wariness,
+        )
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
 # ---------------------------------------------------------------- the agent
 
 
@@ -370,14 +438,14 @@ class DeviceAgent:
             rejected=tuple(InstalledRelease(r.version, r.digest) for r in self.rejected.load()),
             pin=version,
             force=force,
+            platform=self.config.platform,
         )
 
     # ------------------------------------------------------------ set-up
 
-    def init(
-        self, config: AgentConfig, trusted_root: bytes, *, machine_id: str | None = None
-    ) -> None:
-        """Create the device root's folders, write the config and trust the index root."""
+    def init(self, setup: DeviceSetup) -> AgentConfig:
+        """Create the device root's folders, copy the trust files into ``agent/trust``,
+        write the config and trust the index root. Installs no release."""
         device = self.device
         for folder in (
             device.state_dir,
@@ -393,30 +461,37 @@ class DeviceAgent:
                     f"{device.root} is already set up",
                     hint="use `cosgitops device upgrade`, or remove the device root first",
                 )
-            from cosgitops.device.config import validate_agent_config
-
+            config = setup.config(self._copy_trust_files(setup))
             validate_agent_config(config.to_json())
             self._config = config
-            for key in config.keys:
-                path = config.resolve(device.agent_dir, key)
-                if not path.is_file():
-                    raise ConfigError(f"trusted key {path} does not exist")
-            ReleaseIndex(device, config, self.limits).trust(trusted_root)
+            root_json = _read_file(setup.trusted_root, "trusted index root")
+            ReleaseIndex(device, config, self.limits).trust(root_json)
             if not device.machine_id_file.exists():
-                atomic_write_text(device.machine_id_file, (machine_id or _host_machine_id()) + "\n")
+                machine_id = setup.machine_id or _host_machine_id()
+                atomic_write_text(device.machine_id_file, machine_id + "\n")
             atomic_write_text(device.config_file, dump_agent_config(config).decode())
+            return config
+
+    def _copy_trust_files(self, setup: DeviceSetup) -> dict[str, str]:
+        """Copies of keys and CA files inside the device root, so it is self-contained."""
+        trust_dir = self.device.agent_dir / "trust"
+        copied: dict[str, str] = {}
+        sources = [*setup.keys]
+        for extra in (setup.sigstore_trusted_root, setup.registry_ca, setup.index_ca):
+            if extra is not None:
+                sources.append(extra)
+        for index, source in enumerate(sources):
+            data = _read_file(source, "trust file")
+            name = f"{index:02d}-{Path(source).name}"
+            atomic_write_bytes(trust_dir / name, data)
+            copied[str(source)] = f"trust/{name}"
+        return copied
 
     def install(
-        self,
-        config: AgentConfig,
-        trusted_root: bytes,
-        *,
-        version: str | None = None,
-        recovery: bool = True,
-        machine_id: str | None = None,
+        self, setup: DeviceSetup, *, version: str | None = None, recovery: bool = True
     ) -> UpgradeReport:
-        """init, then the first release into the active slot (and the recovery slot)."""
-        self.init(config, trusted_root, machine_id=machine_id)
+        """``init``, then the first release into the active slot (and the recovery slot)."""
+        self.init(setup)
         report = self.upgrade(version=version)
         if recovery and report.installed is not None:
             self.upgrade(version=report.installed.version, recovery=True, force=True)

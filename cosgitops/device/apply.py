@@ -26,9 +26,8 @@ from cosgitops.device.slots import SlotStore
 from cosgitops.device.state import SlotRecord, now_text
 from cosgitops.errors import DeviceError, IntegrityError, RemoteDataError, VerificationError
 from cosgitops.model import ReleaseManifest
-from cosgitops.oci import media
 from cosgitops.oci.reference import Reference
-from cosgitops.oci.store import Descriptor, ImageStore, ManifestData
+from cosgitops.oci.store import Descriptor, ImageStore
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 
@@ -52,31 +51,6 @@ class VerifiedImage:
         return sum(layer.size for layer in self.layers)
 
 
-def _platform_matches(platform: object, wanted: str) -> bool:
-    if not isinstance(platform, dict):
-        return False
-    parts = wanted.split("/")
-    if platform.get("os") != parts[0] or platform.get("architecture") != parts[1]:
-        return False
-    return len(parts) < 3 or platform.get("variant") in (None, parts[2])
-
-
-def platform_manifest(store: ImageStore, top: ManifestData, platform: str) -> ManifestData:
-    """The image manifest for ``platform`` under ``top`` (itself, or a child of an index)."""
-    if top.media_type not in media.INDEX_TYPES:
-        return top
-    for child in top.children():
-        if _platform_matches(child.platform, platform):
-            manifest = store.get_manifest(child.digest)
-            if manifest.media_type in media.INDEX_TYPES:
-                raise RemoteDataError(f"{child.digest} nests an index inside an index")
-            return manifest
-    raise DeviceError(
-        f"image {top.digest} has no manifest for {platform}",
-        hint="publish the release for this device's platform or set spec.platform",
-    )
-
-
 def verify_release_image(
     store: ImageStore,
     release: ReleaseCandidate,
@@ -88,6 +62,7 @@ def verify_release_image(
 ) -> VerifiedImage:
     """Signature first, then the digest chain down to the layers; raise on any doubt."""
     from cosgitops.oci.reference import parse_reference
+    from cosgitops.oci.transfer import fetch_image_manifest
     from cosgitops.signing import verify_image
 
     reference = parse_reference(release.image)
@@ -102,12 +77,13 @@ def verify_release_image(
                 hint=f"{result.failure_hint()}; nothing was downloaded or applied",
             )
         signer = result.signer
-    top = store.get_manifest(digest)
-    if top.digest != digest:
-        raise IntegrityError(f"store returned manifest {top.digest} for {digest}")
-    manifest = platform_manifest(store, top, platform)
-    children = manifest.children()
-    layers = tuple(children[1:])
+    manifest, config = fetch_image_manifest(store, digest, platform, limits=limits)
+    layers = tuple(manifest.children()[1:])
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    if isinstance(diff_ids, list) and len(diff_ids) != len(layers):
+        raise RemoteDataError(
+            f"image {digest}: {len(layers)} layers but {len(diff_ids)} diff_ids in its config"
+        )
     for layer in layers:
         if layer.size < 0 or layer.size > limits.blob_max_bytes:
             raise RemoteDataError(f"layer {layer.digest} declares an impossible size {layer.size}")

@@ -33,6 +33,7 @@ class ReleaseCandidate:
     created: str = ""
     size: int = 0
     target_path: str = ""  # the TUF target holding the full release manifest
+    platforms: tuple[str, ...] = ()  # empty: the index does not say
 
     @property
     def digest(self) -> str:
@@ -80,6 +81,9 @@ class ReleaseCandidate:
             if isinstance(channels, str) or not isinstance(channels, Sequence):
                 raise RemoteDataError(f"index target {target_path}: channels is not a list")
             created = data.get("created") or ""
+            platforms = data.get("platforms") or ()
+            if isinstance(platforms, str) or not isinstance(platforms, Sequence):
+                raise RemoteDataError(f"index target {target_path}: platforms is not a list")
             return cls(
                 derivative=str(data.get("derivative", "")),
                 version=version,
@@ -91,6 +95,7 @@ class ReleaseCandidate:
                 created=str(created),
                 size=int(data.get("size") or 0),
                 target_path=target_path,
+                platforms=tuple(str(platform) for platform in platforms),
             )
         except InvalidVersionError as exc:
             raise RemoteDataError(f"index target {target_path}: {exc.message}") from exc
@@ -112,7 +117,8 @@ class ChoiceRequest:
     now: dt.datetime
     rejected: tuple[InstalledRelease, ...] = ()
     pin: str | None = None  # --version V
-    force: bool = False  # allow downgrades, yanked or rejected releases, ignore upgradeFrom
+    force: bool = False  # allow downgrades; with a pin also yanked, rejected, upgradeFrom
+    platform: str | None = None  # skip releases the index says have no image for it
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,8 @@ def choose_release(releases: Sequence[ReleaseCandidate], request: ChoiceRequest)
             reasons.append("yanked (dead end)")
         if _is_rejected(release, request.rejected):
             reasons.append("this device rolled back from it")
+        if request.platform and release.platforms and request.platform not in release.platforms:
+            reasons.append(f"no image for {request.platform}")
         if current is not None and current_version is not None:
             version = release.parsed_version
             if version == current_version and release.digest == current.digest:

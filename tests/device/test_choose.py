@@ -207,3 +207,10 @@ def test_bad_versions_in_the_index_are_skipped_not_fatal() -> None:
     choice = choose_release([odd, release("1.1.0")], request())
     assert choice.release is not None and choice.release.version == "1.1.0"
     assert choice.verdicts[0].reasons == ("bad version",)
+
+
+def test_platform_filter() -> None:
+    releases = [release("1.1.0", platforms=("linux/arm64",)), release("1.0.5")]
+    choice = choose_release(releases, request(platform="linux/amd64"))
+    assert choice.release is not None and choice.release.version == "1.0.5"
+    assert "no image for linux/amd64" in choice.verdicts[0].reasons

@@ -1,0 +1,389 @@
+"""``cosgitops device ...``: the on-device agent, a thin wrapper over cosgitops.device."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cosgitops.errors import UsageError
+
+ROOT_ENV = "COSGITOPS_DEVICE_ROOT"
+
+
+def _root_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--root",
+        required=True,
+        envvar=ROOT_ENV,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"The device root (also from ${ROOT_ENV}).",
+    )(function)
+
+
+def _format_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json for machines.",
+    )(function)
+
+
+def _agent(root: Path, *, quiet: bool = True) -> Any:
+    from cosgitops.device.agent import DeviceAgent
+    from cosgitops.progress import terminal_progress
+
+    return DeviceAgent(root, progress=terminal_progress(quiet=quiet))
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _short(digest: str | None) -> str:
+    return (digest or "")[:19]
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+@click.group("device")
+def device_group() -> None:
+    """The on-device agent: verified A/B upgrades of a device root, with boot assessment.
+
+    \b
+    A device root mirrors the cOS layout: state/ (active and passive slots),
+    recovery/, oem/ and persistent/ (never touched), agent/ (config, trusted index
+    metadata, layer cache, rejected releases).
+    """
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--index",
+            "index_url",
+            required=True,
+            help="Where the release index is published: http(s):// URL, file:// or a folder.",
+        ),
+        click.option(
+            "--trusted-root",
+            required=True,
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="The index's root metadata to trust (public/metadata/1.root.json).",
+        ),
+        click.option("--derivative", required=True, help="The derivative this device runs."),
+        click.option("--channel", default="stable", show_default=True, help="Channel to follow."),
+        click.option(
+            "--key",
+            "keys",
+            multiple=True,
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="cosign public key trusted to sign images (repeatable).",
+        ),
+        click.option("--certificate-identity", "identity", help="Keyless signer identity."),
+        click.option("--certificate-oidc-issuer", "issuer", help="Keyless signer's OIDC issuer."),
+        click.option(
+            "--sigstore-trusted-root",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Sigstore trusted root JSON for keyless signatures.",
+        ),
+        click.option("--platform", help="OS/ARCH of the device (default: this machine)."),
+        click.option(
+            "--slot-format",
+            type=click.Choice(["dir", "squashfs"]),
+            default="dir",
+            show_default=True,
+            help="Store slots as folders or squashfs images.",
+        ),
+        click.option(
+            "--apply",
+            "apply_method",
+            type=click.Choice(["builtin", "elemental"]),
+            default="builtin",
+            show_default=True,
+            help="builtin A/B slots, or hand the verified image to `elemental upgrade`.",
+        ),
+        click.option(
+            "--insecure-registry",
+            is_flag=True,
+            help="Plain HTTP to the registry (loopback hosts only).",
+        ),
+        click.option(
+            "--registry-ca",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="CA bundle for the registry's TLS.",
+        ),
+        click.option(
+            "--index-ca",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="CA bundle for an https index.",
+        ),
+        click.option(
+            "--check",
+            "checks",
+            multiple=True,
+            metavar="NAME=COMMAND",
+            help="Health check run at boot in the active slot (repeatable).",
+        ),
+        click.option(
+            "--check-timeout",
+            type=float,
+            default=60.0,
+            show_default=True,
+            help="Seconds each health check may take.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(1, 100),
+            default=3,
+            show_default=True,
+            help="Failed boots before rolling back.",
+        ),
+        click.option(
+            "--machine-id", help="Seed of the phased-rollout wariness (default: /etc/machine-id)."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _setup_from(options: dict[str, Any]) -> Any:
+    from cosgitops.device.agent import DeviceSetup
+    from cosgitops.device.config import HealthCheck, TrustedIdentity
+
+    checks = []
+    for text in options["checks"]:
+        name, sep, command = text.partition("=")
+        if not sep or not name.strip() or not command.strip():
+            raise UsageError(
+                f"--check {text!r} is not NAME=COMMAND", hint="e.g. --check 'web=curl -f localhost'"
+            )
+        checks.append(HealthCheck(name.strip(), command.strip(), options["check_timeout"]))
+    identities: tuple[TrustedIdentity, ...] = ()
+    if options["identity"] or options["issuer"]:
+        if not (options["identity"] and options["issuer"]):
+            raise UsageError("--certificate-identity and --certificate-oidc-issuer go together")
+        identities = (TrustedIdentity(identity=options["identity"], issuer=options["issuer"]),)
+    if not options["keys"] and not identities:
+        raise UsageError(
+            "the device must trust someone to sign its images",
+            hint="pass --key cosign.pub, or --certificate-identity with --certificate-oidc-issuer",
+        )
+    return DeviceSetup(
+        index_url=options["index_url"],
+        derivative=options["derivative"],
+        trusted_root=options["trusted_root"],
+        channel=options["channel"],
+        keys=tuple(options["keys"]),
+        identities=identities,
+        sigstore_trusted_root=options["sigstore_trusted_root"],
+        platform=options["platform"],
+        slot_format=options["slot_format"],
+        apply_method=options["apply_method"],
+        registry_insecure=options["insecure_registry"],
+        registry_ca=options["registry_ca"],
+        index_ca=options["index_ca"],
+        checks=tuple(checks),
+        max_attempts=options["max_attempts"],
+        machine_id=options["machine_id"],
+    )
+
+
+@device_group.command("init")
+@_root_option
+@_setup_options
+def init_command(root: Path, **options: Any) -> None:
+    """Set up a device root (config, trusted index root) without installing a release."""
+    config = _agent(root).init(_setup_from(options))
+    click.echo(f"device root {root} follows {config.derivative} on channel {config.channel}")
+    click.echo("next: cosgitops device upgrade --root " + str(root))
+
+
+@device_group.command("install")
+@_root_option
+@_setup_options
+@click.option("--version", help="Install this version instead of the newest on the channel.")
+@click.option("--no-recovery", is_flag=True, help="Do not also install it as the recovery slot.")
+@_format_option
+def install_command(
+    root: Path, version: str | None, no_recovery: bool, output_format: str, **options: Any
+) -> None:
+    """Set up a device root and install its first release (active and recovery slots)."""
+    agent = _agent(root, quiet=output_format == "json")
+    report = agent.install(_setup_from(options), version=version, recovery=not no_recovery)
+    _render_upgrade(report, output_format)
+
+
+# ---------------------------------------------------------------- everyday commands
+
+
+@device_group.command("status")
+@_root_option
+@click.option("--verify", is_flag=True, help="Also re-hash every slot against its record.")
+@_format_option
+def status_command(root: Path, verify: bool, output_format: str) -> None:
+    """Slots, versions, digests, boot assessment and rejected releases."""
+    status = _agent(root).status(verify=verify)
+    data = status.to_json()
+    if output_format == "json":
+        _emit_json(data)
+    else:
+        who = f" ({data['derivative']}, channel {data['channel']})" if data["derivative"] else ""
+        click.echo(f"device {data['root']}{who}")
+        for name in ("active", "passive", "recovery"):
+            slot = data[name]
+            if slot is None:
+                click.echo(f"  {name:<9} -")
+                continue
+            note = ""
+            if name == "active" and data["pending"]:
+                note = (
+                    f"  (awaiting boot assessment, {data['bootAttempts']} of "
+                    f"{data['maxAttempts']} boots used)"
+                )
+            if data["verified"] and name in data["verified"]:
+                verdict = data["verified"][name]
+                note += "  verified" if verdict is True else f"  NOT VERIFIED: {verdict}"
+            click.echo(f"  {name:<9} {slot['version']:<12} {_short(slot['digest'])}{note}")
+        for item in data["rejected"]:
+            click.echo(
+                f"  rejected  {item['version']:<12} {_short(item['digest'])}  {item['reason']}"
+            )
+        if data["interrupted"]:
+            click.echo(
+                f"  an interrupted {data['interrupted']['operation']} of "
+                f"{data['interrupted']['version']} was cleaned up; run it again"
+            )
+        if data["busy"]:
+            click.echo("  another agent is working on this device right now")
+    if verify and status.verified and any(v is not True for v in status.verified.values()):
+        click.get_current_context().exit(1)
+
+
+@device_group.command("check")
+@_root_option
+@click.option("--version", help="Consider only this version.")
+@click.option("--force", is_flag=True, help="Allow downgrades, yanked or rejected releases.")
+@_format_option
+def check_command(root: Path, version: str | None, force: bool, output_format: str) -> None:
+    """Refresh the index and say what an upgrade would do, and why."""
+    report = _agent(root).check(version=version, force=force)
+    if output_format == "json":
+        _emit_json(report.to_json())
+        return
+    click.echo(report.choice.summary)
+    for verdict in report.choice.verdicts:
+        mark = "+" if verdict.eligible else "-"
+        why = f"  ({'; '.join(verdict.reasons)})" if verdict.reasons else ""
+        click.echo(f"  {mark} {verdict.version}{why}")
+    for problem in report.problems:
+        click.echo(f"  ! {problem}")
+    click.echo(
+        f"index: {report.index.requests} request(s), {report.index.bytes} bytes, "
+        f"{report.seconds:.2f}s"
+    )
+
+
+def _render_upgrade(report: Any, output_format: str) -> None:
+    if output_format == "json":
+        _emit_json(report.to_json())
+        return
+    if report.installed is None:
+        click.echo(report.summary)
+        return
+    where = "recovery slot" if report.slot == "recovery" else "active slot"
+    click.echo(
+        f"{report.action}: {report.installed.version} ({_short(report.installed.digest)}) "
+        f"is now the {where}; signed by {report.signer}"
+    )
+    click.echo(
+        f"downloaded {len(report.cache.downloaded)} layer(s), "
+        f"{_human(report.cache.bytes_downloaded)} of {_human(report.image_bytes)}; "
+        f"reused {len(report.cache.reused)} cached layer(s)"
+    )
+    if report.pending:
+        click.echo("boot assessment pending: run `cosgitops device boot-check` after reboot")
+
+
+@device_group.command("upgrade")
+@_root_option
+@click.option("--version", help="Move to exactly this version.")
+@click.option("--force", is_flag=True, help="Allow downgrades, yanked or rejected releases.")
+@click.option("--recovery", is_flag=True, help="Upgrade the recovery slot instead.")
+@_format_option
+def upgrade_command(
+    root: Path, version: str | None, force: bool, recovery: bool, output_format: str
+) -> None:
+    """Verify and apply the release the policy chooses (download only missing layers)."""
+    agent = _agent(root, quiet=output_format == "json")
+    _render_upgrade(agent.upgrade(version=version, force=force, recovery=recovery), output_format)
+
+
+@device_group.command("boot-check")
+@_root_option
+@_format_option
+def boot_check_command(root: Path, output_format: str) -> None:
+    """Run the health checks of a pending release: commit, count a failure, or roll back.
+
+    Exit 1 when a check failed (whether or not the device rolled back).
+    """
+    report = _agent(root).boot_check()
+    if output_format == "json":
+        _emit_json(report.to_json())
+    else:
+        for check in report.checks:
+            click.echo(f"  {check.describe()}")
+        version = report.release.version if report.release else "?"
+        messages = {
+            "nothing-pending": f"{version} is committed; nothing to assess",
+            "committed": f"{version} passed its health checks and is committed",
+            "retry": f"{version} failed boot {report.attempts} of {report.max_attempts}",
+            "rolled-back": f"{version} failed {report.attempts} boots: rolled back to "
+            f"{report.rolled_back_to.version if report.rolled_back_to else '?'}; "
+            f"{version} will not be offered again",
+        }
+        click.echo(messages[report.outcome])
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+@device_group.command("rollback")
+@_root_option
+@_format_option
+def rollback_command(root: Path, output_format: str) -> None:
+    """Make the passive slot active again; the current release is not offered again."""
+    report = _agent(root).rollback()
+    if output_format == "json":
+        _emit_json(report.to_json())
+    else:
+        left = report.left.version if report.left else "?"
+        click.echo(f"rolled back from {left} to {report.active.version}")
+
+
+@device_group.command("reset")
+@_root_option
+@_format_option
+def reset_command(root: Path, output_format: str) -> None:
+    """Restore the active slot from the recovery slot (oem/ and persistent/ are kept)."""
+    report = _agent(root).reset()
+    if output_format == "json":
+        _emit_json(report.to_json())
+    else:
+        click.echo(f"reset: active slot restored from recovery ({report.active.version})")
