@@ -22,10 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cosgitops.build.image import Platform, canonical_json, image_manifest
+from cosgitops.build.image import (
+    OS_RELEASE_LABEL,
+    Platform,
+    canonical_json,
+    encode_os_release_label,
+    image_manifest,
+)
 from cosgitops.build.inputs import BuildInputs
 from cosgitops.build.layers import GZIP_LEVEL, HashingWriter
-from cosgitops.build.render import docker_base_name, render_context
+from cosgitops.build.render import docker_base_name, label_value, render_context
 from cosgitops.build.result import BuildResult, model_layers
 from cosgitops.errors import BuildError, NotFoundError
 from cosgitops.model import PlatformImage
@@ -140,6 +146,33 @@ def run_docker_build(
             log.fail("docker reported no image")
     assert log.image_id is not None
     return log.image_id
+
+
+def label_os_release(
+    client: Any, image_id: str, tag: str, *, progress: Progress = NULL_PROGRESS
+) -> str:
+    """Record the image's final ``/etc/os-release`` in the ``cosgitops.os-release`` label
+    (known only after the RUN steps), so daemonless builds on top of it can extend it.
+    Returns the id of the relabelled image (the layers are unchanged)."""
+    try:
+        output = client.containers.run(
+            image_id,
+            ["cat /etc/os-release"],
+            entrypoint=["/bin/sh", "-c"],
+            remove=True,
+            network_mode="none",
+            user="0",
+        )
+    except Exception:  # noqa: BLE001 - the label is a convenience; the image is complete
+        progress.note("could not read /etc/os-release back from the image; label left empty")
+        return image_id
+    text = bytes(output).decode("utf-8", "replace")
+    value = label_value(encode_os_release_label(text))
+    with tempfile.TemporaryDirectory(prefix="cosgitops-label-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(
+            f"FROM {image_id}\nLABEL {OS_RELEASE_LABEL}={value}\n", encoding="utf-8"
+        )
+        return run_docker_build(client, Path(tmp), tag)
 
 
 # ---------------------------------------------------------------- push
@@ -347,6 +380,8 @@ def docker_build(
         image_id = run_docker_build(
             client, context.directory, f"{repository}:{tag}", progress=progress
         )
+    if derivative.needs_docker:
+        image_id = label_os_release(client, image_id, f"{repository}:{tag}", progress=progress)
     image = client.images.get(image_id)
     platform = Platform(
         str(image.attrs.get("Os") or "linux"),

@@ -253,12 +253,23 @@ class ImageIdentity:
 # ---------------------------------------------------------------- documents
 
 
+def encode_os_release_label(text: str) -> str:
+    """The label value for a Dockerfile ``LABEL``, which cannot hold a newline: newlines
+    become the two characters ``\\n`` (os-release values never contain a line break)."""
+    return text.replace("\n", "\\n")
+
+
 def base_os_release(config: Mapping[str, Any] | None) -> str | None:
+    """The os-release a base image's config label carries, or None (empty means none)."""
     if not config:
         return None
     labels = (config.get("config") or {}).get("Labels") or {}
     value = labels.get(OS_RELEASE_LABEL)
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if "\n" not in value:
+        value = value.replace("\\n", "\n")
+    return value
 
 
 def base_diff_ids(config: Mapping[str, Any] | None) -> list[str]:

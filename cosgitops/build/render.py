@@ -20,6 +20,7 @@ from cosgitops.build.image import (
     IMAGE_KEYS,
     OS_RELEASE_LABEL,
     ImageIdentity,
+    encode_os_release_label,
     format_os_release_value,
 )
 from cosgitops.build.inputs import CLOUD_CONFIG_TARGET, BuildInputs
@@ -53,7 +54,7 @@ def docker_base_name(base: str, derivative: str) -> str:
     return f"{_LAYOUT_BASE_REPO}/{derivative}:{tag}"
 
 
-def _label_value(value: str) -> str:
+def label_value(value: str) -> str:
     # Dockerfile LABEL values undergo variable substitution and backslash escapes.
     escaped = re.sub(r'([\\"$])', r"\\\1", value.replace("\n", " "))
     return f'"{escaped}"'
@@ -104,7 +105,9 @@ def dockerfile_text(
     labels = dict(identity.annotations())
     # Computed at build time when merging, so no label can describe it here; an empty
     # value also hides a stale one inherited from the base.
-    labels[OS_RELEASE_LABEL] = "" if merge else identity.os_release_text(None)
+    labels[OS_RELEASE_LABEL] = (
+        "" if merge else encode_os_release_label(identity.os_release_text(None))
+    )
     environment = Environment(
         loader=FileSystemLoader(str(data_dir("templates"))),
         undefined=StrictUndefined,
@@ -131,7 +134,7 @@ def dockerfile_text(
         merge_os_release=merge,
         os_release_script=os_release_script(identity) if merge else "",
         os_release_keys=[*identity.os_release_additions()] if merge else [*IMAGE_KEYS],
-        labels=[(key, _label_value(value)) for key, value in sorted(labels.items())],
+        labels=[(key, label_value(value)) for key, value in sorted(labels.items())],
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cosgitops.build import build_derivative
-from cosgitops.build.image import parse_os_release
+from cosgitops.build.image import base_os_release, parse_os_release
 from cosgitops.build.inputs import collect_inputs
 from cosgitops.build.render import render_context
 from cosgitops.errors import BuildError
@@ -97,7 +97,8 @@ def test_rendered_context_builds_with_plain_docker_build(
     assert values["IMAGE_TAG"] == "1.0.0" and values["VARIANT"] == "kiosk"
     labels = docker_client.images.get(tag).labels
     assert labels["org.opencontainers.image.version"] == "1.0.0"
-    assert "IMAGE_REPO=" in labels["cosgitops.os-release"]
+    from_label = parse_os_release(base_os_release({"config": {"Labels": labels}}) or "")
+    assert from_label == values  # the label is the file, for builds on top of this image
 
 
 def test_packages_and_run_build_through_the_sdk_and_push(
@@ -143,6 +144,25 @@ def test_packages_and_run_build_through_the_sdk_and_push(
     assert values["IMAGE_TAG"] == "1.0.0"
     assert values["IMAGE_REPO"] == target
     assert values["VARIANT"] == "web"
+    # the final file (known only after the RUN steps) is recorded in the label too
+    config = skopeo_inspect(f"docker://{image}", config=True)
+    assert parse_os_release(base_os_release(config) or "") == values
+
+    # a config-only derivative on top of it extends that file without reading a layer
+    child_repo = make_repo(tmp_path / "child", {"child": {"base": result.reference}})
+    child_repository, children = load(child_repo)
+    child = build_derivative(
+        child_repository,
+        children["child"],
+        push=True,
+        target=f"{registry.host}/fleet/child",
+        options=StoreOptions(insecure=True),
+    )
+    assert child.builder == "oci" and child.bytes_downloaded < 16 * 1024
+    child_config = skopeo_inspect(f"docker://{registry.host}/fleet/child:1.0.0", config=True)
+    child_values = parse_os_release(base_os_release(child_config) or "")
+    assert child_values["ID"] == "busybox-test" and child_values["VARIANT"] == "web"
+    assert child_values["IMAGE_REPO"] == f"{registry.host}/fleet/child"
 
 
 def test_a_failing_run_step_is_a_build_error_with_its_output(

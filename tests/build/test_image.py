@@ -13,6 +13,7 @@ from cosgitops.build.image import (
     Platform,
     base_os_release,
     canonical_json,
+    encode_os_release_label,
     image_config,
     image_index,
     image_manifest,
@@ -147,6 +148,10 @@ def test_config_extends_the_base() -> None:
     assert config["created"] == "2024-03-04T05:06:07Z"
     assert [h["created_by"] for h in config["history"]] == ["base", "env", "cosgitops: overlay"]
     assert base_os_release(base) == "ID=b\n"
+    encoded = {"config": {"Labels": {OS_RELEASE_LABEL: encode_os_release_label("A=1\nB=2\n")}}}
+    assert "\n" not in encoded["config"]["Labels"][OS_RELEASE_LABEL]
+    assert base_os_release(encoded) == "A=1\nB=2\n"
+    assert base_os_release({"config": {"Labels": {OS_RELEASE_LABEL: ""}}}) is None
     # a base history that does not line up with its layers is left alone
     base["history"] = []
     unaligned = image_config(
