@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cosgitops.errors import SigningError
+from cosgitops.errors import CosgitopsError, DownloadError, SigningError
 from cosgitops.model import Identity
 from cosgitops.oci import media
 from cosgitops.signing import payloads
@@ -137,6 +137,9 @@ class KeylessSigner:
 
     @property
     def description(self) -> str:
+        if self._signer is not None:  # once certified, say what verifiers will see
+            identity, issuer = self.certificate_identity()
+            return f"identity {identity} (issuer {issuer})"
         return f"identity {self.identity} (issuer {self.issuer})"
 
     @property
@@ -145,13 +148,12 @@ class KeylessSigner:
 
     def _sigstore_signer(self) -> Any:
         if self._signer is None:
-            from sigstore.errors import Error as SigstoreError
             from sigstore.sign import Signer
 
             try:
                 self._signer = Signer(self._token, self._context, cache=True)
-            except SigstoreError as exc:
-                raise SigningError(f"could not get a signing certificate: {exc}") from exc
+            except Exception as exc:
+                raise _sigstore_failure("could not get a signing certificate", exc) from exc
         return self._signer
 
     def sign_statement(self, statement: bytes) -> bytes:
@@ -160,19 +162,54 @@ class KeylessSigner:
 
         signer = self._sigstore_signer()
         try:
-            bundle = signer.sign_dsse(dsse.Statement(statement))
+            envelope_statement = dsse.Statement(statement)
         except SigstoreError as exc:
-            raise SigningError(f"keyless signing failed: {exc}") from exc
+            raise SigningError(f"sigstore refused the statement: {exc}") from exc
+        try:
+            bundle = signer.sign_dsse(envelope_statement)
+        except Exception as exc:
+            raise _sigstore_failure("keyless signing failed", exc) from exc
         return str(bundle.to_json()).encode("utf-8")
 
     def sign_payload(self, payload: bytes) -> dict[str, str]:
         raise SigningError("keyless signatures are written in the Sigstore bundle format only")
 
+    def certificate_identity(self) -> tuple[str, str]:
+        """(SAN, issuer) of the signing certificate, as verifiers will see them (for a
+        GitHub Actions token the SAN is the workflow URI, not the token's subject)."""
+        from cosgitops.signing import keyless
+
+        cert = self._sigstore_signer()._signing_cert()
+        sans = keyless.certificate_identities(cert)
+        issuer = keyless.certificate_issuer(cert)
+        if not sans or issuer is None:
+            raise SigningError("the signing certificate names no identity or no issuer")
+        return sans[0], issuer
+
     def own_policy(self) -> VerificationPolicy:
+        identity, issuer = self.certificate_identity()
         return VerificationPolicy(
-            identities=(Identity(identity=self.identity, issuer=self.issuer),),
-            trusted_root=self._trust_config.trusted_root._inner.to_json().encode("utf-8"),
+            identities=(Identity(identity=identity, issuer=issuer),),
+            trusted_root=str(self._trust_config.trusted_root._inner.to_json()).encode("utf-8"),
         )
+
+
+def _sigstore_failure(what: str, exc: BaseException) -> CosgitopsError:
+    """A transport failure (retry may help) or a refusal, with the server's words."""
+    import requests
+
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return DownloadError(f"{what}: {exc}", hint="check the Sigstore service URLs")
+    detail = str(exc)
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    if response is not None:
+        detail = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
+    return SigningError(
+        f"{what}: {type(exc).__name__}{': ' + detail if detail else ''}",
+        hint="check the identity token (issuer, audience 'sigstore', expiry) and the "
+        "Sigstore instance configuration",
+    )
 
 
 def key_signer(source: str, *, password: bytes | None = None, base_dir: Any = None) -> KeySigner:
