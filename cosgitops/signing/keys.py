@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cosgitops.config import DEFAULT_LIMITS
 from cosgitops.errors import KeyFileError, SigningError
 from cosgitops.fsutil import atomic_write_bytes
 
@@ -47,7 +48,7 @@ _SCRYPT_KEY_BYTES = 32
 _SALT_BYTES = 32
 _NONCE_BYTES = 24
 _SCRYPT_MAXMEM = 256 * 1024 * 1024
-KEY_FILE_MAX_BYTES = 64 * 1024
+KEY_FILE_MAX_BYTES = DEFAULT_LIMITS.key_file_max_bytes
 # Embedded defaults: a password-less pair generated on first use, repo-relative.
 DEVELOPMENT_KEY = ".cosgitops/keys/cosign.key"
 DEVELOPMENT_PUBLIC_KEY = ".cosgitops/keys/cosign.pub"

@@ -417,3 +417,20 @@ def test_verify_needs_only_manifest_and_signatures(
     assert not slim.has_blob(sha256_digest(image.layers[0]))
     result = verify_image(slim, descriptor.digest, key_policy)
     assert result.ok and len(result.verdicts) == 2
+
+
+def test_unreachable_registry_is_a_download_error_not_a_rejection(
+    tmp_path: Path, signer: KeySigner, key_policy: VerificationPolicy
+) -> None:
+    """A device must retry later, not reject the release, when the registry is down."""
+    from cosgitops.config import Limits
+    from cosgitops.errors import DownloadError
+
+    options = StoreOptions(insecure=True, limits=Limits(http_retries=0, http_timeout_seconds=2))
+    with RegistryServer(tmp_path / "registry") as server:
+        store = open_store(f"{server.host}/fleet/app", options)
+        image = push_image(store, make_image([{"a": b"b"}]), tag="1.0")
+        sign_image(store, image.digest, signer)
+        assert verify_image(store, image.digest, key_policy).ok
+    with pytest.raises(DownloadError):
+        verify_image(open_store(f"{server.host}/fleet/app", options), image.digest, key_policy)
