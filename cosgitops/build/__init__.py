@@ -99,6 +99,28 @@ def resolve_target(
     return BuildTarget(_local_layout(repository, name, LOCAL_LAYOUT_DIR), configured, False)
 
 
+def _warn_uncommitted(repository: Repository, derivative: Derivative, progress: Progress) -> None:
+    """Builds read the working tree but are labelled with HEAD: say so when they differ."""
+    from cosgitops import gitrepo
+    from cosgitops.errors import GitError
+
+    try:
+        top = gitrepo.toplevel(repository.root)
+        changed = gitrepo.changed_paths(repository.root, "HEAD")
+    except GitError:
+        return
+    try:
+        prefix = derivative.folder.resolve().relative_to(top).as_posix() + "/"
+    except ValueError:
+        return
+    dirty = sorted(path for path in changed if path.startswith(prefix))
+    if dirty:
+        progress.note(
+            f"warning: {len(dirty)} uncommitted change(s) in {derivative.name} (e.g. {dirty[0]}); "
+            "the image is labelled with HEAD's commit but holds the working tree"
+        )
+
+
 def build_derivative(
     repository: Repository,
     derivative: Derivative,
@@ -120,6 +142,7 @@ def build_derivative(
     inputs = collect_inputs(
         repository, derivative, image_repo=destination.image_repo, limits=limits
     )
+    _warn_uncommitted(repository, derivative, progress)
     store = open_store(destination.reference, options)
     if chosen == "oci":
         from cosgitops.build.daemonless import build_image

@@ -59,7 +59,15 @@ def test_build_prints_the_pinned_reference_and_json(repo: Path) -> None:
     assert [layer["mediaType"] for layer in result["newLayers"]] == [
         "application/vnd.oci.image.layer.v1.tar+gzip"
     ] * 3
-    assert "done" in as_json.stderr or "base scratch" in as_json.stderr  # line progress
+    assert "base scratch" in as_json.stderr  # line-oriented progress when not a TTY
+    assert "uncommitted" not in as_json.stderr
+    (repo / "derivatives/edge/overlay/etc/motd").write_text("edited, not committed\n")
+    dirty = cosgitops("build", "edge", "-C", str(repo))
+    assert dirty.returncode == 0
+    assert (
+        "1 uncommitted change(s) in edge (e.g. derivatives/edge/overlay/etc/motd)" in dirty.stderr
+    )
+    assert dirty.stdout != text.stdout
 
 
 def test_build_push_to_a_registry(repo: Path, registry: RegistryServer) -> None:

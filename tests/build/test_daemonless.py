@@ -228,6 +228,19 @@ def test_multi_platform_build_from_a_multi_arch_base_gives_an_index(
         )  # fmt: skip
         assert config["architecture"] == entry["platform"]["architecture"]
     assert result.bytes_downloaded < 16 * 1024
+    # one platform out of a multi-platform base gives a plain manifest for that platform
+    arm_repo = _edge_repo(tmp_path / "arm", base=base, platforms=["linux/arm64"])
+    arm_repository, arm_derivatives = load(arm_repo)
+    arm = build_derivative(
+        arm_repository, arm_derivatives["edge"], push=True, target=f"{target}-arm", options=INSECURE
+    )
+    assert arm.media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert arm.platforms[0].layers[:3] == result.platforms[1].layers[:3]
+    assert arm.base == f"{base.rsplit(':', 1)[0]}@{base_index_digest(base)}"
+
+
+def base_index_digest(reference: str) -> str:
+    return str(skopeo_inspect(f"docker://{reference}")["Digest"])
 
 
 def test_scratch_multi_platform_index_in_a_layout(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def base_in_registry(registry: RegistryServer, tmp_path: Path) -> str:
     )
     name = f"{registry.host}/cos/busybox:1"
     skopeo_copy(base.reference, f"docker://{name}")
-    return name
+    # pinned as release requires: tag for people, digest for machines
+    return f"{name}@{skopeo_inspect(f'docker://{name}')['Digest']}"
 
 
 def _run(client: Any, image: str, command: str) -> str:
