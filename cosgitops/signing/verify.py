@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
@@ -202,26 +203,28 @@ class _Findings:
 
 def _check_tlog(
     findings: _Findings,
-    entries: Sequence[tlog.TlogEntry],
+    entries: Sequence[Callable[[], tlog.TlogEntry]],
     policy: VerificationPolicy,
-    check_body: Any,
+    check_body: Callable[[tlog.TlogEntry], None],
 ) -> None:
     """Transparency-log evidence for a key-based signature: checked when the policy has
-    Rekor keys, required when it says so."""
+    Rekor keys, required when it says so. ``entries`` parse lazily: an entry nobody
+    checks (no Rekor key) cannot make a signature fail."""
     if not entries:
         if policy.require_tlog:
             findings.reasons.append("no transparency log entry, and the policy requires one")
         return
     if not policy.rekor_keys:
         findings.notes.append(
-            f"{entries[0].describe()} present but not checked (no Rekor key in the policy)"
+            "transparency log entry present but not checked (no Rekor key in the policy)"
         )
         if policy.require_tlog:
             findings.reasons.append("a transparency log entry is required but no Rekor key is set")
         return
     rekor_keys = [key.public_key for key in policy.rekor_keys]
-    for entry in entries:
+    for parse in entries:
         try:
+            entry = parse()
             tlog.verify_set(entry, rekor_keys)
             check_body(entry)
         except tlog.TlogError as exc:
@@ -284,13 +287,8 @@ def verify_legacy(
             findings.reasons.append(reason)
 
     if matched_key is not None and signature is not None and not findings.reasons:
-        entries: list[tlog.TlogEntry] = []
         annotation = candidate.annotations.get(REKOR_BUNDLE_ANNOTATION)
-        if annotation:
-            try:
-                entries.append(tlog.parse_cosign_bundle_annotation(annotation))
-            except tlog.TlogError as exc:
-                findings.reasons.append(f"transparency log: {exc}")
+        entries = [partial(tlog.parse_cosign_bundle_annotation, annotation)] if annotation else []
         key_der = _key_der(matched_key)
         _check_tlog(
             findings,
@@ -462,12 +460,7 @@ def verify_bundle(
     _check_statement(findings, parsed.payload_type, parsed.payload, digest)
 
     if matched_key is not None and not findings.reasons:
-        entries: list[tlog.TlogEntry] = []
-        for raw in parsed.tlog_entries:
-            try:
-                entries.append(tlog.parse_bundle_tlog_entry(raw))
-            except tlog.TlogError as exc:
-                findings.reasons.append(f"transparency log: {exc}")
+        bundle_entries = [partial(tlog.parse_bundle_tlog_entry, raw) for raw in parsed.tlog_entries]
         key_der = _key_der(matched_key)
         pae = payloads.dsse_pae(parsed.payload_type, parsed.payload)
 
@@ -491,8 +484,7 @@ def verify_bundle(
                         continue
                 raise dsse_error
 
-        if not findings.reasons:
-            _check_tlog(findings, entries, policy, check_body)
+        _check_tlog(findings, bundle_entries, policy, check_body)
     return _verdict("bundle", location, findings, matched_key)
 
 

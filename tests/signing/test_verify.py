@@ -23,6 +23,7 @@ from cosgitops.signing.verify import (
     verify_bundle,
     verify_legacy,
 )
+from tests.signing.sigstore_stack import SigstoreStack
 
 DIGEST = "sha256:" + "12" * 32
 OTHER = "sha256:" + "34" * 32
@@ -268,3 +269,78 @@ def test_unsigned_result() -> None:
     result = evaluate("r@" + DIGEST, DIGEST, [], VerificationPolicy())
     with pytest.raises(VerificationError, match="has no signatures"):
         result.require()
+
+
+# ---------------------------------------------------------------- key bundles with a log entry
+
+
+def _logged_bundle(signer: KeySigner, log: SigstoreStack, *, promise: bool = True) -> bytes:
+    """A key bundle whose DSSE envelope was recorded (as cosign 3 does) in a Rekor-like log."""
+    from cosgitops.signing.keys import public_key_pem
+
+    document = json.loads(_bundle(signer).bundle)
+    envelope = json.dumps(document["dsseEnvelope"])
+    verifier = base64.b64encode(public_key_pem(signer.private_key.public_key())).decode()
+    proposed = {
+        "kind": "dsse",
+        "spec": {"proposedContent": {"envelope": envelope, "verifiers": [verifier]}},
+    }
+    (entry,) = log.log_entry(proposed).values()
+    item: dict[str, object] = {
+        "logIndex": str(entry["logIndex"]),
+        "logId": {"keyId": base64.b64encode(bytes.fromhex(entry["logID"])).decode()},
+        "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+        "integratedTime": str(entry["integratedTime"]),
+        "canonicalizedBody": entry["body"],
+    }
+    if promise:
+        item["inclusionPromise"] = {
+            "signedEntryTimestamp": entry["verification"]["signedEntryTimestamp"]
+        }
+    document["verificationMaterial"]["tlogEntries"] = [item]
+    return json.dumps(document).encode()
+
+
+def test_key_bundle_log_entry_is_checked_with_rekor_key(
+    signer: KeySigner, key_policy: VerificationPolicy
+) -> None:
+    from dataclasses import replace
+
+    from cosgitops.signing.policy import TrustedKey
+
+    log = SigstoreStack()
+    candidate = BundleSignature(_logged_bundle(signer, log), "x")
+    rekor = TrustedKey(log.rekor_key.public_key(), "rekor.pub")
+    checked = verify_bundle(
+        candidate, DIGEST, replace(key_policy, rekor_keys=(rekor,), require_tlog=True)
+    )
+    assert checked.accepted, checked.reasons
+    assert any("verified (signed entry timestamp)" in note for note in checked.notes)
+
+    unchecked = verify_bundle(candidate, DIGEST, key_policy)
+    assert unchecked.accepted and "not checked" in unchecked.notes[0]
+
+    stranger = TrustedKey(SigstoreStack().rekor_key.public_key(), "other.pub")
+    refused = verify_bundle(candidate, DIGEST, replace(key_policy, rekor_keys=(stranger,)))
+    assert not refused.accepted and "unknown transparency log" in refused.reasons[0]
+
+    # an entry recording another envelope (here: another signature of the same statement)
+    other = BundleSignature(_logged_bundle(signer, log), "y")
+    grafted = json.loads(candidate.bundle)
+    grafted["verificationMaterial"]["tlogEntries"] = json.loads(other.bundle)[
+        "verificationMaterial"
+    ]["tlogEntries"]
+    mismatch = verify_bundle(
+        BundleSignature(json.dumps(grafted).encode(), "z"),
+        DIGEST,
+        replace(key_policy, rekor_keys=(rekor,)),
+    )
+    assert not mismatch.accepted and "no signature of this envelope" in mismatch.reasons[0]
+
+
+def test_unchecked_log_entries_never_fail_a_signature(
+    signer: KeySigner, key_policy: VerificationPolicy
+) -> None:
+    """Entries without a SET (Rekor v2) are only reported when no Rekor key is configured."""
+    candidate = BundleSignature(_logged_bundle(signer, SigstoreStack(), promise=False), "x")
+    assert verify_bundle(candidate, DIGEST, key_policy).accepted
