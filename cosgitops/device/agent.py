@@ -540,12 +540,6 @@ class DeviceAgent:
         started = time.monotonic()
         with self._session() as initial:
             state = initial
-            if state.boot.pending and not recovery and not force:
-                raise DeviceError(
-                    f"release {state.active.version if state.active else '?'} still awaits its "
-                    "boot assessment",
-                    hint="run `cosgitops device boot-check` first (or pass --force)",
-                )
             index = ReleaseIndex(self.device, self.config, self.limits)
             releases, _problems = index.releases()
             faults.crash_point("index-refreshed")
@@ -560,12 +554,22 @@ class DeviceAgent:
                         if "not published" in choice.summary
                         else (DeviceError(choice.summary, hint="see `cosgitops device check`"))
                     )
+                self._collect_cache(state)
                 return UpgradeReport(
                     "none",
                     choice.summary,
                     choice,
                     index=index.stats,
                     seconds=time.monotonic() - started,
+                )
+            if state.boot.pending and not recovery and not force:
+                # Stacking a new release on one not yet proven would leave no known-good
+                # passive slot to fall back to.
+                raise DeviceError(
+                    f"{choice.release.version} is available, but release "
+                    f"{state.active.version if state.active else '?'} still awaits its boot "
+                    "assessment",
+                    hint="run `cosgitops device boot-check` first (or pass --force)",
                 )
             faults.crash_point("release-chosen")
             release = choice.release
@@ -590,9 +594,16 @@ class DeviceAgent:
                 )
             )
             faults.crash_point("journal-begun")
-            result = self._applier().apply(
-                image, store, "recovery" if recovery else "state", self.progress
-            )
+            try:
+                result = self._applier().apply(
+                    image, store, "recovery" if recovery else "state", self.progress
+                )
+            except BaseException:
+                # Refused or failed: nothing was switched; drop the half-built slot.
+                with contextlib.suppress(Exception):
+                    state = self.journal.save(replace(state, transaction=None))
+                    self.slots.reconcile(state)
+                raise
             record = result.record
             previous = state.recovery if recovery else state.active
             if recovery:

@@ -12,7 +12,14 @@ import pytest
 
 from cosgitops.device.agent import DeviceAgent
 from cosgitops.oci.store import StoreOptions
-from tests.device.fleet import BROKEN_MARKER, DERIVATIVE, Fleet, base_layer, overlay_layer, slot_files
+from tests.device.fleet import (
+    BROKEN_MARKER,
+    DERIVATIVE,
+    Fleet,
+    base_layer,
+    overlay_layer,
+    slot_files,
+)
 from tests.helpers.services import RegistryServer, StaticServer
 
 pytestmark = pytest.mark.registry
@@ -20,7 +27,11 @@ pytestmark = pytest.mark.registry
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cosgitops", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cosgitops", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
