@@ -10,17 +10,15 @@ other hosts must be listed in its ``insecure-registries``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import shutil
 import tarfile
 import tempfile
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from cosgitops.build.image import (
     OS_RELEASE_LABEL,
@@ -30,7 +28,7 @@ from cosgitops.build.image import (
     image_manifest,
 )
 from cosgitops.build.inputs import BuildInputs
-from cosgitops.build.layers import GZIP_LEVEL, HashingWriter
+from cosgitops.build.layers import GzipWriter, HashingWriter
 from cosgitops.build.render import docker_base_name, label_value, render_context
 from cosgitops.build.result import BuildResult, model_layers
 from cosgitops.errors import BuildError, NotFoundError
@@ -227,10 +225,10 @@ def push_image(
 def _gzip_member(source: IO[bytes], dest: Path) -> tuple[str, int]:
     with dest.open("wb") as raw:
         out = HashingWriter(raw)
-        with gzip.GzipFile(
-            filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=out, mtime=0
-        ) as gz:
-            shutil.copyfileobj(source, gz, 1024 * 1024)
+        gz = GzipWriter(cast(IO[bytes], out), mtime=0)
+        while chunk := source.read(1024 * 1024):
+            gz.write(chunk)
+        gz.close()
     return out.digest, out.size
 
 

@@ -8,7 +8,9 @@ owners or the order the file system lists a folder in. Concretely:
 * uid/gid 0, user and group names empty, mtime = the epoch;
 * modes normalised: directories and executables 0755, other files 0644 (git only
   tracks the executable bit, so anything finer would differ between checkouts);
-* gzip at a fixed level, header mtime = the epoch, no file name, OS byte "unknown".
+* gzip at a fixed level, header mtime = the epoch, no file name, OS byte "unknown";
+* the tar and gzip framing written here, byte by byte, not by Python's ``tarfile`` and
+  ``gzip``, whose output differs between Python releases.
 
 Symlinks: a relative link that stays inside the folder being packed is kept as a
 link; an absolute link is an image path (``/etc/localtime -> /usr/share/zoneinfo/UTC``)
@@ -19,14 +21,14 @@ file's content; anything resolving outside the repository is refused.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
 import posixpath
 import stat
-import tarfile
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,22 +247,6 @@ class HashingWriter(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
 
-def _tar_info(entry: LayerEntry, epoch: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(entry.path)
-    info.mtime = epoch
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = entry.mode
-    if entry.kind == "dir":
-        info.type = tarfile.DIRTYPE
-    elif entry.kind == "symlink":
-        info.type = tarfile.SYMTYPE
-        info.linkname = entry.link_target or ""
-    else:
-        info.type = tarfile.REGTYPE
-    return info
-
-
 def sorted_entries(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
     """Sort by path and drop duplicate paths (the last one given wins)."""
     unique: dict[str, LayerEntry] = {}
@@ -269,23 +255,143 @@ def sorted_entries(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
     return sorted(unique.values(), key=lambda entry: entry.sort_key)
 
 
+# The tar and gzip framing are written here rather than by ``tarfile``/``gzip``, whose
+# output has changed between Python releases (device fields, pax details): the layer
+# bytes must not depend on which Python builds them.
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_NAME_MAX = 100
+_TYPE = {"file": b"0", "symlink": b"2", "dir": b"5"}
+
+
+def _octal(value: int, width: int) -> bytes:
+    return f"{value:0{width - 1}o}".encode("ascii") + b"\0"
+
+
+def _field(text: str, width: int) -> bytes:
+    data = text.encode("utf-8")
+    return data[:width].ljust(width, b"\0")
+
+
+def _header(name: str, *, mode: int, size: int, kind: bytes, link: str, epoch: int) -> bytes:
+    header = b"".join(
+        [
+            _field(name, 100),
+            _octal(mode, 8),
+            _octal(0, 8),  # uid
+            _octal(0, 8),  # gid
+            _octal(size, 12),
+            _octal(epoch, 12),
+            b" " * 8,  # checksum, computed below over the header with blanks here
+            kind,
+            _field(link, 100),
+            b"ustar\x0000",
+            b"\0" * 32,  # uname
+            b"\0" * 32,  # gname
+            b"\0" * 16,  # devmajor, devminor
+            b"\0" * 155,  # prefix (long names go into a pax header instead)
+            b"\0" * 12,
+        ]
+    )
+    checksum = f"{sum(header):06o}".encode("ascii") + b"\0 "
+    return header[:148] + checksum + header[156:]
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def _needs_pax(text: str) -> bool:
+    return len(text.encode("utf-8")) > _NAME_MAX or not text.isascii()
+
+
+def _write_member(out: IO[bytes], entry: LayerEntry, epoch: int) -> None:
+    name = entry.path + "/" if entry.kind == "dir" else entry.path
+    link = entry.link_target or ""
+    records = b""
+    if _needs_pax(name):
+        records += _pax_record("path", name)
+    if _needs_pax(link):
+        records += _pax_record("linkpath", link)
+    if records:
+        out.write(
+            _header(
+                "././@PaxHeader", mode=0o644, size=len(records), kind=b"x", link="", epoch=epoch
+            )
+        )
+        out.write(records + b"\0" * (-len(records) % _BLOCK))
+    size = 0
+    if entry.kind == "file":
+        size = len(entry.data) if entry.data is not None else _file_size(entry)
+    out.write(
+        _header(name, mode=entry.mode, size=size, kind=_TYPE[entry.kind], link=link, epoch=epoch)
+    )
+    if entry.kind != "file":
+        return
+    if entry.data is not None:
+        out.write(entry.data)
+    else:
+        assert entry.source is not None
+        remaining = size
+        with entry.source.open("rb") as handle:
+            while remaining:
+                chunk = handle.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise BuildError(
+                        f"{entry.source} shrank while it was being packed",
+                        hint="do not change the repository while a build runs",
+                    )
+                out.write(chunk)
+                remaining -= len(chunk)
+    out.write(b"\0" * (-size % _BLOCK))
+
+
+def _file_size(entry: LayerEntry) -> int:
+    assert entry.source is not None
+    return entry.source.stat().st_size
+
+
 def write_tar(entries: Iterable[LayerEntry], out: IO[bytes], epoch: int) -> int:
-    """Write the uncompressed tar stream of ``entries`` to ``out``; returns the entry count."""
+    """Write the uncompressed tar stream of ``entries`` to ``out``; returns the entry count.
+
+    POSIX ustar headers, with a pax extended header for names over 100 bytes or not
+    ASCII; the end-of-archive blocks pad the stream to a whole 10 KiB record."""
     ordered = sorted_entries(entries)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for entry in ordered:
-            info = _tar_info(entry, epoch)
-            if entry.kind != "file":
-                archive.addfile(info)
-            elif entry.data is not None:
-                info.size = len(entry.data)
-                archive.addfile(info, io.BytesIO(entry.data))
-            else:
-                assert entry.source is not None
-                with entry.source.open("rb") as handle:
-                    info.size = os.fstat(handle.fileno()).st_size
-                    archive.addfile(info, handle)
+    counter = HashingWriter(out)
+    for entry in ordered:
+        _write_member(cast(IO[bytes], counter), entry, epoch)
+    end = 2 * _BLOCK
+    end += -(counter.size + end) % _RECORD
+    counter.write(b"\0" * end)
     return len(ordered)
+
+
+class GzipWriter:
+    """A gzip member (RFC 1952) with a fixed header: no name, mtime given, OS unknown.
+
+    ``gzip.GzipFile`` is avoided for the same reason as ``tarfile``: its header bytes are
+    not guaranteed across Python releases."""
+
+    def __init__(self, out: IO[bytes], *, mtime: int, level: int = GZIP_LEVEL) -> None:
+        self._out = out
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8)
+        self._crc = 0
+        self._size = 0
+        out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", mtime & 0xFFFFFFFF) + b"\x00\xff")
+
+    def write(self, data: bytes) -> int:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._out.write(self._compressor.compress(data))
+        return len(data)
+
+    def close(self) -> None:
+        self._out.write(self._compressor.flush())
+        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
 
 def write_layer(entries: Iterable[LayerEntry], dest_dir: Path, epoch: int) -> LayerBlob:
@@ -296,11 +402,10 @@ def write_layer(entries: Iterable[LayerEntry], dest_dir: Path, epoch: int) -> La
     try:
         with os.fdopen(fd, "wb") as raw:
             compressed = HashingWriter(raw)
-            with gzip.GzipFile(
-                filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=compressed, mtime=epoch
-            ) as gz:
-                plain = HashingWriter(gz)
-                count = write_tar(entries, cast(IO[bytes], plain), epoch)
+            gz = GzipWriter(cast(IO[bytes], compressed), mtime=epoch)
+            plain = HashingWriter(gz)
+            count = write_tar(entries, cast(IO[bytes], plain), epoch)
+            gz.close()
         final = dest_dir / compressed.digest.split(":", 1)[1]
         os.replace(tmp, final)
     except BaseException:
@@ -312,9 +417,8 @@ def write_layer(entries: Iterable[LayerEntry], dest_dir: Path, epoch: int) -> La
 def layer_bytes(entries: Iterable[LayerEntry], epoch: int) -> tuple[bytes, str]:
     """The gzip layer in memory plus its diff_id (for small layers and tests)."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(
-        filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=epoch
-    ) as gz:
-        plain = HashingWriter(gz)
-        write_tar(entries, cast(IO[bytes], plain), epoch)
+    gz = GzipWriter(buffer, mtime=epoch)
+    plain = HashingWriter(gz)
+    write_tar(entries, cast(IO[bytes], plain), epoch)
+    gz.close()
     return buffer.getvalue(), plain.digest

@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import subprocess
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
 
 from cosgitops.build.layers import (
+    LayerEntry,
     content_entries,
     layer_bytes,
     tree_entries,
@@ -22,6 +25,8 @@ from cosgitops.fsutil import PathEscapeError
 from cosgitops.oci.digest import sha256_digest
 
 EPOCH = 1_700_000_000
+GOLDEN_DIFF_ID = "sha256:2fa10b9898d4ec1bcb1a632d02797aab125850a271607e276e5cecd93648bb81"
+GOLDEN_DIGEST = "sha256:e3ec1e53ac21d9864f2a2edc2c3109c38f43a65bd83325b80ab8e25aee440068"
 
 
 def _members(blob: bytes) -> list[tarfile.TarInfo]:
@@ -194,3 +199,34 @@ def test_duplicate_paths_keep_the_last_entry() -> None:
         assert [m.name for m in archive.getmembers()] == ["etc", "etc/a"]
         extracted = archive.extractfile("etc/a")
         assert extracted is not None and extracted.read() == b"second"
+
+
+def test_long_and_non_ascii_names_use_pax_headers_that_gnu_tar_reads(tmp_path: Path) -> None:
+    long_name = "usr/share/" + "/".join(["a-rather-long-folder-name"] * 5) + "/file.txt"
+    entries = [
+        *content_entries({long_name: b"deep\n", "etc/café.conf": b"ol\xc3\xa9\n"}),
+        LayerEntry("etc/link", "symlink", 0o777, link_target="/" + "x" * 150),
+    ]
+    blob, _ = layer_bytes(entries, EPOCH)
+    members = {m.name: m for m in _members(blob)}
+    assert long_name in members and "etc/café.conf" in members
+    assert members["etc/link"].linkname == "/" + "x" * 150
+    (tmp_path / "layer.tar.gz").write_bytes(blob)
+    listing = subprocess.run(
+        ["tar", "-tvzf", str(tmp_path / "layer.tar.gz")],
+        capture_output=True, text=True, check=True, env={"LC_ALL": "C.UTF-8", "TZ": "UTC"},
+    ).stdout  # fmt: skip
+    assert long_name in listing and "etc/café.conf" in listing
+    assert "2023-11-14 22:13" in listing  # mtime = EPOCH for every member
+
+
+def test_golden_layer_bytes() -> None:
+    """The exact bytes for fixed input: a change here breaks every published digest."""
+    entries = [
+        *content_entries({"etc/motd": b"hello\n"}),
+        LayerEntry("usr/bin/tool", "symlink", 0o777, link_target="../../etc/motd"),
+    ]
+    blob, diff_id = layer_bytes(entries, EPOCH)
+    assert diff_id == GOLDEN_DIFF_ID
+    if "ng" not in zlib.ZLIB_RUNTIME_VERSION:
+        assert sha256_digest(blob) == GOLDEN_DIGEST
