@@ -13,6 +13,20 @@ from cosgitops.signing import keys
 from cosgitops.signing.policy import TrustedKey, VerificationPolicy
 from cosgitops.signing.signers import KeySigner
 
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the real CLI entry point in-process: (exit code, stdout, stderr)."""
+    from cosgitops.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 CONTAINERS_IMAGE_PREFIX = b"\x00sigstore-json\n"
 
 

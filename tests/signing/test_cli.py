@@ -8,26 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.cli import main
 from cosgitops.oci.layout import OCILayoutStore
 from cosgitops.signing import keys
 from tests.helpers.services import RegistryServer
 from tests.oci.images import make_image, push_image
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.signing.conftest import run
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    os.chdir(tmp_path)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 

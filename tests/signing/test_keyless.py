@@ -23,6 +23,7 @@ from cosgitops.signing.signers import KeylessSigner, keyless_signer
 from cosgitops.signing.verify import BundleSignature, verify_bundle
 from tests.helpers.services import RegistryServer
 from tests.oci.images import make_image, push_image
+from tests.signing.conftest import run
 from tests.signing.sigstore_stack import GITHUB_ISSUER, SigstoreStack
 
 DEV_ISSUER = "https://issuer.example.test"
@@ -241,8 +242,6 @@ def test_keyless_through_the_cli(
     image: Descriptor,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.signing.test_cli import run
-
     (tmp_path / "trust.json").write_bytes(stack.trust_config_json)
     (tmp_path / "root.json").write_bytes(stack.trusted_root_json)
     ref = f"oci:{tmp_path / 'layout'}:1.0"
