@@ -45,6 +45,8 @@ from cosgitops.oci.store import Descriptor, ImageStore, StoreOptions
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 LOCAL_REPOSITORY = "cosgitops-build"
+# Docker's gzip layer is byte for byte an OCI gzip layer; results name it the OCI way.
+_LAYER_TYPES = {DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILDER_CHATTER = (" ---> ", "Removing intermediate container", "Successfully built")
@@ -120,7 +122,12 @@ class BuildLog:
 
 
 def run_docker_build(
-    client: Any, context: Path, tag: str, *, progress: Progress = NULL_PROGRESS
+    client: Any,
+    context: Path,
+    tag: str,
+    *,
+    platform: str | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> str:
     """Build ``context`` as ``tag``; returns the image id."""
     import docker
@@ -129,7 +136,13 @@ def run_docker_build(
     task = progress.task(f"docker build {tag}")
     try:
         stream = client.api.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, decode=True, pull=False
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+            platform=platform,
         )
         for message in stream:
             log.feed(message, progress, task)
@@ -333,16 +346,6 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 # ---------------------------------------------------------------- the builder
 
 
-def _registry_layers(store: ImageStore, digest: str) -> tuple[Descriptor, ...]:
-    manifest = store.get_manifest(digest)
-    return tuple(
-        Descriptor(
-            OCI_LAYER_GZIP if d.media_type == DOCKER_LAYER_GZIP else d.media_type, d.digest, d.size
-        )
-        for d in manifest.children()[1:]
-    )
-
-
 def docker_build(
     inputs: BuildInputs,
     store: ImageStore,
@@ -376,7 +379,11 @@ def docker_build(
     with tempfile.TemporaryDirectory(prefix="cosgitops-context-") as tmp:
         context = render_context(inputs, Path(tmp) / "context")
         image_id = run_docker_build(
-            client, context.directory, f"{repository}:{tag}", progress=progress
+            client,
+            context.directory,
+            f"{repository}:{tag}",
+            platform=str(platforms[0]),
+            progress=progress,
         )
     if derivative.needs_docker:
         image_id = label_os_release(client, image_id, f"{repository}:{tag}", progress=progress)
@@ -389,18 +396,18 @@ def docker_build(
     if remote:
         outcome = push_image(client, repository, tag, progress=progress)
         try:
-            layers = _registry_layers(store, outcome.digest)
+            pushed = store.get_manifest(outcome.digest)
         except NotFoundError as exc:
             raise BuildError(
                 f"dockerd pushed {repository}@{outcome.digest} but the registry does not "
                 "serve it to us",
                 hint="is dockerd pushing to the same registry (and credentials) as cosgitops?",
             ) from exc
-        digest, media_type, uploaded = (
-            outcome.digest,
-            store.get_manifest(outcome.digest).media_type,
-            outcome.bytes_uploaded,
+        layers = tuple(
+            Descriptor(_LAYER_TYPES.get(d.media_type, d.media_type), d.digest, d.size)
+            for d in pushed.children()[1:]
         )
+        digest, media_type, uploaded = outcome.digest, pushed.media_type, outcome.bytes_uploaded
     else:
         before = store.stats.bytes_uploaded
         descriptor, layers, platform = export_to_layout(
