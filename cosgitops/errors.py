@@ -10,6 +10,8 @@ broken publisher and must never be retried into acceptance, the second is transi
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CosgitopsError(Exception):
     """Base class: a message for the user plus an optional hint saying what to do."""
@@ -43,6 +45,18 @@ class SourceError(CosgitopsError):
 
 class ValidationError(CosgitopsError):
     """Validation found errors; carries the diagnostics."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        location: str | None = None,
+        diagnostics: list[Any] | None = None,
+    ):
+        super().__init__(message, hint=hint, location=location)
+        # cosgitops.validate.Diagnostic objects, errors and warnings
+        self.diagnostics: list[Any] = list(diagnostics or ())
 
 
 class GitError(CosgitopsError):

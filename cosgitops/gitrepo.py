@@ -132,3 +132,17 @@ def source_date_epoch(root: Path) -> int:
                 hint="set it to seconds since the epoch, e.g. $(git log -1 --format=%ct)",
             ) from exc
     return commit_info(root).time
+
+
+def listed_files(root: Path) -> list[Path] | None:
+    """Files under ``root`` that git would commit: tracked ones still present plus
+    untracked ones not ignored. None when ``root`` is not inside a git repository."""
+    import git
+
+    if not is_git_repository(root):
+        return None
+    try:
+        output = git.Git(str(root)).ls_files("-z", "--cached", "--others", "--exclude-standard")
+    except git.GitCommandError as exc:
+        raise GitError(f"git ls-files in {root} failed: {exc.stderr.strip()}") from exc
+    return [root / name for name in dict.fromkeys(output.split("\0")) if name]
