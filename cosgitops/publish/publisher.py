@@ -29,7 +29,7 @@ from cosgitops.progress import NULL_PROGRESS, Progress
 from cosgitops.publish import elemental, paths, releases
 from cosgitops.publish.lock import publish_lock
 from cosgitops.publish.reader import IndexView, derivative_manifests, manifest_of, open_index
-from cosgitops.publish.rolekeys import DEV_KEY_WARNING, KeyRing, RoleKey
+from cosgitops.publish.rolekeys import DEV_KEY_WARNING, KeyRing, RoleKey, password_for
 from cosgitops.publish.tufrepo import CommitResult, Index, IndexTransaction, latest_root_version
 
 __all__ = [
@@ -90,10 +90,12 @@ class IndexChange:
         self.root_version = commit.root_version
 
     def development_notes(self) -> list[str]:
-        return [
-            DEV_KEY_WARNING.format(role=role, path=path)
-            for role, path in sorted(self.development_keys.items())
-        ]
+        """One line naming the roles signed with development keys (none: no line)."""
+        if not self.development_keys:
+            return []
+        roles = sorted(self.development_keys)
+        files = ", ".join(str(self.development_keys[role]) for role in roles)
+        return [DEV_KEY_WARNING.format(roles="/".join(roles), paths=files)]
 
     def index_json(self) -> dict[str, Any]:
         return {
@@ -338,10 +340,7 @@ def publish_releases(
             )
         return result
 
-    outcome = _locked(public_dir, limits, attempt, _set_attempts)
-    for note in outcome.development_notes():
-        report.note(note)
-    return outcome
+    return _locked(public_dir, limits, attempt, _set_attempts)
 
 
 # ---------------------------------------------------------------- refresh
@@ -500,12 +499,12 @@ def _new_dev_key(repository: model.Repository, ring: KeyRing, role: str) -> tupl
     return RoleKey.from_private(private, str(current)), staged
 
 
-def _load_new_keys(ring: KeyRing, role: str, sources: Sequence[str]) -> list[RoleKey]:
+def _load_new_keys(base_dir: Path, role: str, sources: Sequence[str]) -> list[RoleKey]:
     from cosgitops.signing.keys import load_private_key
 
     loaded = []
     for source in sources:
-        private = load_private_key(source, base_dir=ring.base_dir)
+        private = load_private_key(source, password=password_for(role), base_dir=base_dir)
         loaded.append(RoleKey.from_private(private, source))
     return loaded
 
@@ -538,10 +537,11 @@ def rotate_key(
     public_dir = public_dir_of(repository)
     days = repository.publish.expiry_days
     sources = [new_key_source] if isinstance(new_key_source, str) else list(new_key_source or [])
+    Index.open(public_dir).require()
     staged: Path | None = None
     old_root_keys = ring.keys("root")
     if sources:
-        new_keys = _load_new_keys(ring, role, sources)
+        new_keys = _load_new_keys(repository.root, role, sources)
     elif ring.is_development(role):
         new_key, staged = _new_dev_key(repository, ring, role)
         new_keys = [new_key]

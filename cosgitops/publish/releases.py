@@ -1,19 +1,14 @@
-"""The release lifecycle, as pure functions: what a target's ``custom`` says, when two
-releases are the same, channels, ``upgradeFrom`` stepping stones, yank and phased
-rollout. No I/O; the publisher and the device agent both use these.
+"""The release lifecycle on the publishing side, as pure functions: checks, what a
+target's ``custom`` says, when two releases are the same, channels and yank.
 
-Phased rollout: a release carries ``startPercentage``, ``durationMinutes`` and the
-``start`` time it was published at. The share of the fleet it is offered to grows
-linearly from ``startPercentage`` to 100 over ``durationMinutes``. Each device has a
-fixed *wariness* in [0, 1) derived from its machine id; it takes the release once
-``wariness * 100 < share``. The least wary devices are always first, so a fleet's
-canaries stay the same from release to release.
+Phased rollout data is published here (``rollout.start`` is set to the publish time);
+turning it into a yes/no per device, and ``upgradeFrom`` into stepping stones, is the
+device's job (``cosgitops.device.rollout`` and ``cosgitops.device.choose``).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -237,100 +232,3 @@ def channels_of(manifests: Iterable[model.ReleaseManifest]) -> list[str]:
     """Every channel any of the releases was ever published to (yanked ones included,
     so a channel whose last release is yanked is exported as an empty list)."""
     return sorted({channel for m in manifests for channel in m.channels})
-
-
-# ---------------------------------------------------------------- phased rollout
-
-_WARINESS_DOMAIN = b"cosgitops rollout wariness v1\x00"
-
-
-def wariness(machine_id: str) -> float:
-    """A device's fixed place in [0, 1) in every phased rollout (lower goes first)."""
-    digest = hashlib.sha256(_WARINESS_DOMAIN + machine_id.strip().encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def rollout_share(rollout: model.Rollout, start: datetime | str | None, now: datetime) -> float:
-    """Percentage of the fleet the release is offered to at ``now`` (0..100)."""
-    first = float(min(max(rollout.start_percentage, 0), 100))
-    if rollout.duration_minutes <= 0:
-        return 100.0
-    if start is None:
-        return first
-    begun = parse_time(start) if isinstance(start, str) else start
-    elapsed_minutes = (now - begun).total_seconds() / 60
-    if elapsed_minutes <= 0:
-        return first
-    progress = min(elapsed_minutes / rollout.duration_minutes, 1.0)
-    return first + (100.0 - first) * progress
-
-
-def rollout_admits(
-    machine_id: str,
-    rollout: model.Rollout,
-    start: datetime | str | None,
-    now: datetime,
-) -> bool:
-    """Yes/no for one device: is the release already offered to it at ``now``?"""
-    share = rollout_share(rollout, start, now)
-    return share >= 100.0 or wariness(machine_id) * 100.0 < share
-
-
-# ---------------------------------------------------------------- upgrade paths
-
-
-def upgrade_candidates(
-    current: str,
-    releases: Iterable[ReleaseInfo],
-    channel: str,
-    *,
-    machine_id: str | None = None,
-    now: datetime | None = None,
-    rejected: Sequence[str] = (),
-    platform: str | None = None,
-) -> list[ReleaseInfo]:
-    """Releases a device on ``current`` may step to directly, best (highest) first.
-
-    Excluded: other channels, dead ends, versions not above ``current``, releases whose
-    ``upgradeFrom`` does not admit ``current``, ``rejected`` versions or digests, other
-    platforms, and (with ``machine_id``) releases whose rollout has not reached it.
-    """
-    current_version = parse_version(current)
-    moment = now or datetime.now(UTC)
-    chosen = []
-    for info in releases:
-        if channel not in info.channels or info.deadend:
-            continue
-        if info.parsed_version <= current_version or not info.allows_upgrade_from(current_version):
-            continue
-        if info.version in rejected or info.digest in rejected:
-            continue
-        if platform is not None and info.platforms and platform not in info.platforms:
-            continue
-        if machine_id is not None and not rollout_admits(
-            machine_id, info.rollout, info.rollout_start, moment
-        ):
-            continue
-        chosen.append(info)
-    return sorted(chosen, key=lambda info: info.parsed_version, reverse=True)
-
-
-def upgrade_path(current: str, releases: Sequence[ReleaseInfo], channel: str) -> list[ReleaseInfo]:
-    """The stepping stones from ``current`` to the newest reachable release, in order.
-
-    Each step is the highest release whose ``upgradeFrom`` admits the version the device
-    is on, so a range that excludes old versions forces a stop at a release it admits.
-    """
-    path: list[ReleaseInfo] = []
-    version = current
-    for _ in range(len(releases)):  # each step strictly raises the version
-        candidates = upgrade_candidates(version, releases, channel)
-        if not candidates:
-            break
-        path.append(candidates[0])
-        version = candidates[0].version
-    return path
-
-
-def index_by_version(releases: Iterable[ReleaseInfo]) -> Mapping[str, ReleaseInfo]:
-    return {info.version: info for info in releases}

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 DEV_KEY_DIR = Path(".cosgitops") / "keys"
 DEV_KEY_WARNING = (
-    "DEVELOPMENT KEY: {role} metadata of the index is signed with {path}, a password-less "
-    "key generated for local use; configure publish.keys in cosgitops.yaml for production"
+    "DEVELOPMENT KEY: the index's {roles} metadata is signed with password-less keys "
+    "generated for local use ({paths}); set publish.keys in cosgitops.yaml for production"
 )
 
 
@@ -38,7 +38,7 @@ def dev_key_prefix(repository_root: Path, role: str) -> Path:
     return repository_root / DEV_KEY_DIR / f"tuf-{role}"
 
 
-def _password_for(role: str) -> bytes | None:
+def password_for(role: str) -> bytes | None:
     value = os.environ.get(f"COSGITOPS_TUF_{role.upper().replace('-', '_')}_PASSWORD")
     return None if value is None else value.encode("utf-8")
 
@@ -168,7 +168,7 @@ class KeyRing:
                     hint="the index was created with other keys: restore .cosgitops/keys/ or "
                     "configure publish.keys in cosgitops.yaml",
                 )
-            password = b"" if development else _password_for(password_role)
+            password = b"" if development else password_for(password_role)
             private = keyfiles.load_private_key(source, password=password, base_dir=self.base_dir)
             loaded = RoleKey.from_private(private, source)
         self._cache[source] = loaded
