@@ -35,18 +35,35 @@ FAKE_APK = b'#!/bin/sh\necho "$*" >> /var/log/fake-apk.log\n'
 BASE_OS_RELEASE = b'NAME="Busybox Test"\nID=busybox-test\nVERSION_ID=1\nIMAGE_TAG=stale\n'
 
 
+OUR_PREFIXES = ("cosgitops-test/", "cosgitops-build/", "cosgitops-base/")
+
+
 @pytest.fixture
-def docker_client() -> Iterator[Any]:
+def docker_client(registry: RegistryServer) -> Iterator[Any]:
     client = require_docker()
     before = {image.id for image in client.images.list(all=True)}
     yield client
-    # remove only what this test added (tags pointing at images that did not exist before)
-    for image in client.images.list(all=True):
-        if image.id in before:
-            continue
-        for tag in image.tags or [image.id]:
-            with contextlib.suppress(Exception):
-                client.images.remove(tag, force=True, noprune=False)
+    # Remove only what this test made: new images named after this test's registry (its
+    # port is unique) or our local prefixes, and untagged intermediates built on them.
+    # Other images on the daemon are not ours to touch.
+    prefixes = (f"{registry.host}/", *OUR_PREFIXES)
+    new = [image for image in client.images.list(all=True) if image.id not in before]
+    new_ids = {image.id for image in new}
+    names = [
+        name
+        for image in new
+        for name in [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+        if name.startswith(prefixes)
+    ]
+    intermediates = [
+        image.id
+        for image in new
+        if not image.tags and not image.attrs.get("RepoDigests")
+        and image.attrs.get("Parent") in new_ids
+    ]  # fmt: skip
+    for name in [*reversed(intermediates), *names]:
+        with contextlib.suppress(Exception):
+            client.images.remove(name, force=True)
 
 
 @pytest.fixture
