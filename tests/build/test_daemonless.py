@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -179,6 +180,14 @@ def test_registry_base_is_mounted_never_downloaded(
     assert len(_blob_gets(registry, "cos/base")) - gets_before == 1  # the config blob only
     layers = [layer.digest for layer in result.platforms[0].layers]
     assert layers[: len(base_layers)] == base_layers
+    mounted = {
+        digest.replace("%3A", ":")
+        for digest in re.findall(
+            r'"POST /v2/fleet/edge/blobs/uploads/\?mount=(\S+)&from=cos%2Fbase HTTP/1.1" 201',
+            registry.log.read_text(),
+        )
+    }
+    assert mounted == set(base_layers)  # cross-repository mounts, no bytes moved
     # the uploaded bytes are our new layers, config and manifest: no base layer
     new_bytes = sum(layer.size for layer in result.new_layers)
     assert new_bytes < result.bytes_uploaded < new_bytes + 64 * 1024
