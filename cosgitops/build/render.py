@@ -73,6 +73,7 @@ def _run_line(command: str) -> str:
 def os_release_script(identity: ImageIdentity) -> str:
     """One shell line that merges the os-release additions into the image's own file
     (or a fresh one), replacing a symlink rather than writing through it."""
+    identity.os_release_text(None)  # refuses keys that are not os-release keys
     additions = identity.os_release_additions()
     keys = "|".join(sorted(additions))
     fresh = " ".join(shlex.quote(line) for line in identity.fresh_os_release().splitlines())
