@@ -52,14 +52,16 @@ def collect_inputs(
     from cosgitops import gitrepo
 
     root = repository.root
+    explicit_epoch = bool(os.environ.get("SOURCE_DATE_EPOCH"))
     try:
         commit = gitrepo.commit_info(root)
-        revision, source = commit.sha, commit.source_url
+        revision, source, commit_time = commit.sha, commit.source_url, commit.time
     except GitError:
-        if not os.environ.get("SOURCE_DATE_EPOCH"):
+        if not explicit_epoch:
             raise
-        revision, source = "", None
-    epoch = gitrepo.source_date_epoch(root)
+        revision, source, commit_time = "", None, 0
+    # SOURCE_DATE_EPOCH when set (it never asks git then), else the HEAD commit time
+    epoch = gitrepo.source_date_epoch(root) if explicit_epoch else commit_time
     if source and _is_local_path(source):
         # A clone's "origin" may be a folder on the build machine: meaningless to anyone
         # else, and it would make the digest depend on where the clone came from.
