@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,7 @@ def status_command(root: Path, verify: bool, output_format: str) -> None:
         if data["busy"]:
             click.echo("  another agent is working on this device right now")
     if verify and status.verified and any(v is not True for v in status.verified.values()):
-        click.get_current_context().exit(1)
+        sys.exit(1)
 
 
 @device_group.command("check")
@@ -361,7 +362,7 @@ def boot_check_command(root: Path, output_format: str) -> None:
         }
         click.echo(messages[report.outcome])
     if not report.ok:
-        click.get_current_context().exit(1)
+        sys.exit(1)
 
 
 @device_group.command("rollback")

@@ -4,6 +4,7 @@ images (signed in cosign's formats), a static HTTP server for the TUF index."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cosgitops.device.agent import DeviceAgent
+from cosgitops.errors import DeviceError, VerificationError
 from cosgitops.oci.store import StoreOptions
 from tests.device.fleet import (
     BROKEN_MARKER,
@@ -148,3 +150,58 @@ def test_a_check_with_nothing_new_costs_two_small_requests(
     assert paths == ["/metadata/2.root.json", "/metadata/timestamp.json"], paths
     assert report.index.requests == 2
     assert server.bytes_sent() == report.index.bytes < 2048
+
+
+def test_elemental_hand_off_gets_exactly_the_verified_digest(
+    tmp_path: Path, fleet: Fleet, static_server_factory: type[StaticServer]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "elemental-calls.txt"
+    stand_in = bin_dir / "elemental"
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$*" >> {calls}\n'
+        'if [ -n "$ELEMENTAL_FAIL" ]; then echo "disk full" >&2; exit 3; fi\n'
+    )
+    stand_in.chmod(0o755)
+    os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+
+    base = base_layer(4096)
+    _, v1 = fleet.release("1.0.0", [base, overlay_layer("1.0.0")])
+    server = static_server_factory(fleet.public_dir).__enter__()
+    root = tmp_path / "device"
+    agent = DeviceAgent(root)
+    agent.install(fleet.setup(server.url, apply_method="elemental"), recovery=True)
+    image = f"oci:{fleet.image_name}@{v1.digest}"
+    assert calls.read_text().splitlines() == [
+        f"upgrade --system {image}",
+        f"upgrade-recovery --recovery-system.uri {image}",
+    ]
+    assert not (root / "agent" / "blobs").exists()  # elemental pulls; the agent only verified
+
+    _, v2 = fleet.release("1.1.0", [base, overlay_layer("1.1.0")])
+    report = agent.upgrade()
+    assert (
+        calls.read_text().splitlines()[-1] == f"upgrade --system oci:{fleet.image_name}@{v2.digest}"
+    )
+    assert report.installed is not None and report.installed.format == "elemental"
+    status = agent.status().to_json()
+    assert (status["active"]["version"], status["passive"]["version"]) == ("1.1.0", "1.0.0")
+    assert status["pending"] is True and status["active"]["path"] is None
+    assert agent.boot_check().outcome == "committed"  # checks run against the live system
+
+    # an unsigned release never reaches elemental; a failing elemental changes nothing
+    unsigned = fleet.push([base, overlay_layer("1.2.0")], sign=False)
+    fleet.publish(fleet.manifest("1.2.0", unsigned))
+    before = calls.read_text()
+    with pytest.raises(VerificationError):
+        agent.upgrade()
+    assert calls.read_text() == before
+    fleet.release("1.3.0", [base, overlay_layer("1.3.0")])
+    os.environ["ELEMENTAL_FAIL"] = "1"
+    with pytest.raises(DeviceError, match="disk full"):
+        agent.upgrade()
+    del os.environ["ELEMENTAL_FAIL"]
+    assert agent.status().to_json()["active"]["version"] == "1.1.0"
+    server.__exit__(None, None, None)
