@@ -255,7 +255,8 @@ def build_image(
     platforms = [Platform.parse(text) for text in derivative.platforms] or [
         Platform("linux", "amd64")
     ]
-    progress.note(f"base {derivative.base}: reading manifest and config")
+    if derivative.base != "scratch":
+        progress.note(f"base {derivative.base}: reading its manifest and config (no layers)")
     base = resolve_base(derivative.base, platforms, options=options, limits=limits)
     identity = inputs.identity
     if base.digest is not None:
@@ -277,7 +278,7 @@ def build_image(
 
         before_up = target.stats.bytes_uploaded
         before_down = target.stats.bytes_downloaded
-        transfer_base_layers(base, target, work_dir=work_dir, progress=progress)
+        base_ways = transfer_base_layers(base, target, work_dir=work_dir, progress=progress)
         new_blobs: dict[str, LayerBlob] = {}
         for plan in plans:
             for blob in plan.new_layers:
@@ -311,6 +312,14 @@ def build_image(
             digest, media_type = manifest_descriptors[0].digest, OCI_MANIFEST
 
     base_downloaded = base.store.stats.bytes_downloaded if base.store is not None else 0
+    uploaded = target.stats.bytes_uploaded - before_up
+    downloaded = base_downloaded + target.stats.bytes_downloaded - before_down
+    ways = ", ".join(f"{count} {way}" for way, count in sorted(base_ways.items()))
+    progress.note(
+        f"{derivative.name} {derivative.version}: {len(new_blobs)} new layer(s), "
+        f"{uploaded} bytes written, {downloaded} bytes read"
+        + (f"; base layers: {ways}" if ways else "")
+    )
     return BuildResult(
         derivative=derivative.name,
         version=derivative.version,
@@ -321,8 +330,8 @@ def build_image(
         tag=identity.tag,
         platforms=tuple(platform_images),
         new_layers=tuple(blob.descriptor for blob in new_blobs.values()),
-        bytes_uploaded=target.stats.bytes_uploaded - before_up,
-        bytes_downloaded=base_downloaded + target.stats.bytes_downloaded - before_down,
+        bytes_uploaded=uploaded,
+        bytes_downloaded=downloaded,
         created=identity.created,
         revision=identity.revision,
         base=base.pinned,

@@ -59,7 +59,7 @@ def test_build_prints_the_pinned_reference_and_json(repo: Path) -> None:
     assert [layer["mediaType"] for layer in result["newLayers"]] == [
         "application/vnd.oci.image.layer.v1.tar+gzip"
     ] * 3
-    assert "base scratch" in as_json.stderr  # line-oriented progress when not a TTY
+    assert "edge 1.0.0: 3 new layer(s)" in as_json.stderr  # line progress when not a TTY
     assert "uncommitted" not in as_json.stderr
     (repo / "derivatives/edge/overlay/etc/motd").write_text("edited, not committed\n")
     dirty = cosgitops("build", "edge", "-C", str(repo))
