@@ -5,13 +5,17 @@ real against git."""
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +24,16 @@ from typing import Any
 import pytest
 import yaml
 
+import cosgitops
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SCAFFOLD_WORKFLOWS = PROJECT_ROOT / "templates" / "scaffold" / ".github" / "workflows"
+TEMPLATE_WORKFLOWS = PROJECT_ROOT / "templates" / "scaffold" / ".github" / "workflows"
 CI_WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yaml"
 ACTION = PROJECT_ROOT / "action.yml"
-# The placeholder every scaffolded workflow uses for this project's composite action.
-ACTION_REF = "cosgitops/cosgitops@v1"
+# A scaffolded repository runs the composite action of the cosgitops release that made it.
+ACTION_REF = f"cosgitops/cosgitops@v{cosgitops.__version__}"
 SCAFFOLD_NAMES = ("validate.yaml", "release.yaml", "refresh.yaml")
+ALL_NAMES = (*SCAFFOLD_NAMES, CI_WORKFLOW.name)
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.DOTALL)
 
 
@@ -42,12 +49,27 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def scaffolded_workflows() -> Path:
+    """The workflow folder as `cosgitops init` writes it into a new repository."""
+    from cosgitops.scaffold import init_repository
+
+    parent = Path(tempfile.mkdtemp(prefix="cosgitops-scaffold-"))
+    atexit.register(shutil.rmtree, parent, True)
+    init_repository(parent / "fleet")
+    return parent / "fleet" / ".github" / "workflows"
+
+
+def workflow_path(name: str) -> Path:
+    return CI_WORKFLOW if name == CI_WORKFLOW.name else scaffolded_workflows() / name
+
+
 def workflow(name: str) -> dict[str, Any]:
-    return load(SCAFFOLD_WORKFLOWS / name)
+    return load(workflow_path(name))
 
 
 def all_workflow_paths() -> list[Path]:
-    return [SCAFFOLD_WORKFLOWS / name for name in SCAFFOLD_NAMES] + [CI_WORKFLOW]
+    return [workflow_path(name) for name in ALL_NAMES]
 
 
 def steps_of(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -153,23 +175,30 @@ def longest_gap(crons: list[str]) -> dt.timedelta:
 # --------------------------------------------------------------------------- schema
 
 
-@pytest.mark.parametrize("path", all_workflow_paths(), ids=lambda p: p.name)
-def test_workflow_passes_github_workflow_schema(path: Path) -> None:
-    result = check_jsonschema("vendor.github-workflows", path)
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_workflow_passes_github_workflow_schema(name: str) -> None:
+    result = check_jsonschema("vendor.github-workflows", workflow_path(name))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_schema_check_refuses_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
-    text = (SCAFFOLD_WORKFLOWS / "release.yaml").read_text(encoding="utf-8")
+    text = workflow_path("release.yaml").read_text(encoding="utf-8")
     broken.write_text(text.replace("id-token: write", "id-token: sign"), encoding="utf-8")
     result = check_jsonschema("vendor.github-workflows", broken)
     assert result.returncode == 1
     assert "id-token" in result.stdout
 
 
-def test_scaffold_has_exactly_the_three_workflows() -> None:
-    assert sorted(p.name for p in SCAFFOLD_WORKFLOWS.iterdir()) == sorted(SCAFFOLD_NAMES)
+def test_init_writes_the_three_workflows_for_its_own_version() -> None:
+    assert sorted(p.name for p in TEMPLATE_WORKFLOWS.iterdir()) == sorted(SCAFFOLD_NAMES)
+    assert sorted(p.name for p in scaffolded_workflows().iterdir()) == sorted(SCAFFOLD_NAMES)
+    for name in SCAFFOLD_NAMES:
+        template = (TEMPLATE_WORKFLOWS / name).read_text(encoding="utf-8")
+        assert "uses: cosgitops/cosgitops@v@COSGITOPS_VERSION@" in template
+        written = workflow_path(name).read_text(encoding="utf-8")
+        assert written == template.replace("@COSGITOPS_VERSION@", cosgitops.__version__)
+        assert "@COSGITOPS_" not in written
 
 
 # --------------------------------------------------------------------------- actionlint
@@ -233,7 +262,7 @@ def test_actionlint_accepts_every_workflow(actionlint: str, tmp_path: Path) -> N
 
 
 def test_actionlint_catches_a_wrong_action_input(actionlint: str, tmp_path: Path) -> None:
-    text = (SCAFFOLD_WORKFLOWS / "validate.yaml").read_text(encoding="utf-8")
+    text = workflow_path("validate.yaml").read_text(encoding="utf-8")
     report = run_actionlint(
         actionlint, tmp_path, {"validate.yaml": text.replace("output-file:", "output:")}
     )
@@ -431,13 +460,15 @@ def test_workflow_commands_parse_with_the_real_cli() -> None:
 
     from cosgitops import cli
 
+    checked: list[str] = []
+    not_yet: list[str] = []
     for path in all_workflow_paths():
         data = load(path)
         for _, step in steps_of(data):
             if step.get("uses") not in (ACTION_REF, "./"):
                 continue
             command = step.get("with", {}).get("command", "validate --format github")
-            arguments = EXPRESSION.sub("main", command).replace('"', "").split()
+            arguments = shlex.split(EXPRESSION.sub("main", command))
             name = arguments[0]
             if name.startswith("-"):
                 continue
@@ -445,12 +476,18 @@ def test_workflow_commands_parse_with_the_real_cli() -> None:
             try:
                 sub = cli.cli.get_command(context, name)
             except (ModuleNotFoundError, AttributeError) as missing:
+                # Another part of the project that is still being written.
                 if os.environ.get("CI"):
                     raise
-                pytest.skip(f"`cosgitops {name}` is not implemented yet ({missing})")
+                not_yet.append(f"{name} ({missing})")
+                continue
             assert sub is not None, f"{path.name}: unknown command {name!r}"
             with sub.make_context(name, arguments[1:], parent=context, resilient_parsing=False):
                 pass
+            checked.append(command)
+    assert checked
+    if not_yet:
+        pytest.skip(f"checked {len(checked)} command lines; not implemented yet: {not_yet}")
 
 
 # --------------------------------------------------------------------------- index steps
