@@ -470,9 +470,16 @@ def parse_yaml(
             if context_mark is not None and context_mark is not mark:
                 message += f" at line {context_mark.line + 1}"
             message += ")"
-        composer.problems.append(
-            SourceProblem("yaml-syntax", message, line + 1, column + 1, _SYNTAX_HINT)
-        )
+        if "nesting depth" in message:  # libyaml's own limit, met while scanning ahead
+            composer.problems.append(
+                SourceProblem(
+                    "yaml-depth", "nesting too deep", line + 1, column + 1, "flatten the structure"
+                )
+            )
+        else:
+            composer.problems.append(
+                SourceProblem("yaml-syntax", message, line + 1, column + 1, _SYNTAX_HINT)
+            )
         return ParseResult(None, composer.problems)
     except yaml.reader.ReaderError as exc:
         line, column = _position_of(data, exc.position)

@@ -46,9 +46,7 @@ def _color_default() -> bool:
 @click.option(
     "--color/--no-color", default=None, help="Colour the text output (default: on a TTY)."
 )
-@click.pass_context
 def validate_command(  # noqa: PLR0917 - click passes options positionally
-    ctx: click.Context,
     paths: tuple[Path, ...],
     output_format: str,
     against: str | None,
@@ -74,7 +72,9 @@ def validate_command(  # noqa: PLR0917 - click passes options positionally
                     handle.write(github_step_summary(report))
             except OSError as exc:
                 click.echo(f"warning: cannot write the job summary: {exc}", err=True)
-    ctx.exit(0 if report.passes(strict=strict) else 1)
+    # sys.exit rather than ctx.exit: click returns ctx.exit's code from a
+    # standalone_mode=False main() instead of exiting, and `python -m` would drop it.
+    sys.exit(0 if report.passes(strict=strict) else 1)
 
 
 @click.command("init")
