@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.build.plan import plan_changes, plan_repository
+from cosgitops.build.plan import plan, plan_changes, plan_repository
 from cosgitops.errors import GitError
 from tests.build.helpers import commit_all, git, load, make_repo
 
@@ -50,6 +50,8 @@ def test_only_changed_folders_are_planned(repo: Path) -> None:
     assert not result.everything
     assert result.entries[0].reasons == ("derivatives/edge/overlay/etc/motd",)
     assert _plan(repo, "HEAD") == []
+    # the same through the validating loader
+    assert plan(repo, since="HEAD~1").names == ["edge"]
 
 
 def test_working_tree_changes_count_and_until_limits(repo: Path) -> None:
