@@ -15,7 +15,7 @@ from tests.build.helpers import commit_all, git, load, make_repo
 
 DERIVATIVES = {
     "edge": {},
-    "web": {"packages": ["nginx"]},
+    "web": {"base": "registry.example.com/cos/base:1", "packages": ["nginx"]},
     "kiosk": {"platforms": ["linux/amd64", "linux/arm64"]},
 }
 FILES = {
