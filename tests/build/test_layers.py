@@ -23,6 +23,7 @@ from cosgitops.config import Limits
 from cosgitops.errors import BuildError
 from cosgitops.fsutil import PathEscapeError
 from cosgitops.oci.digest import sha256_digest
+from tests.helpers.services import require_binary
 
 EPOCH = 1_700_000_000
 GOLDEN_DIFF_ID = "sha256:2fa10b9898d4ec1bcb1a632d02797aab125850a271607e276e5cecd93648bb81"
@@ -213,7 +214,7 @@ def test_long_and_non_ascii_names_use_pax_headers_that_gnu_tar_reads(tmp_path: P
     assert members["etc/link"].linkname == "/" + "x" * 150
     (tmp_path / "layer.tar.gz").write_bytes(blob)
     listing = subprocess.run(
-        ["tar", "-tvzf", str(tmp_path / "layer.tar.gz")],
+        [require_binary("tar", "tar"), "-tvzf", str(tmp_path / "layer.tar.gz")],
         capture_output=True, text=True, check=True, env={"LC_ALL": "C.UTF-8", "TZ": "UTC"},
     ).stdout  # fmt: skip
     assert long_name in listing and "etc/café.conf" in listing
