@@ -181,6 +181,14 @@ def test_workflow_passes_github_workflow_schema(name: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dependabot_config_passes_its_schema() -> None:
+    config = scaffolded_workflows().parent / "dependabot.yml"
+    result = check_jsonschema("vendor.dependabot", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ecosystems = {entry["package-ecosystem"] for entry in load(config)["updates"]}
+    assert ecosystems == {"github-actions"}
+
+
 def test_schema_check_refuses_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     text = workflow_path("release.yaml").read_text(encoding="utf-8")
