@@ -59,6 +59,7 @@ class Runner:
         self.workspace.mkdir()
         self.python = python or Path(sys.executable)
         self.path_file = root / "github-path"
+        self.extra_env: dict[str, str] = {}
         self.count = 0
 
     @property
@@ -92,6 +93,7 @@ class Runner:
             "GITHUB_PATH": str(self.path_file),
             "GITHUB_ACTION_PATH": str(PROJECT_ROOT),
             "GITHUB_WORKSPACE": str(self.workspace),
+            **self.extra_env,
         }
         env.update({key: evaluate(str(value)) for key, value in definition.get("env", {}).items()})
         cwd = self.workspace / evaluate(definition.get("working-directory", "."))
@@ -332,3 +334,46 @@ def test_failing_command_fails_the_step_with_its_exit_code(runner: Runner) -> No
     assert outputs["exit-code"] == "2"
     assert "no-such-command" in output
     assert "Traceback" not in output
+
+
+# --------------------------------------------------------------------------- with validate
+
+
+@pytest.fixture
+def fleet(runner: Runner) -> Path:
+    """A repository as `cosgitops init` scaffolds it, in the runner's workspace."""
+    from cosgitops.scaffold import init_repository
+
+    init_repository(runner.workspace / "fleet")
+    return runner.workspace / "fleet"
+
+
+def test_validate_as_sarif_through_the_action(runner: Runner, fleet: Path) -> None:
+    runner.preinstall(REAL_COSGITOPS)
+    code, outputs, output = runner.run(
+        "run",
+        command="validate --format sarif",
+        **{"working-directory": "fleet", "output-file": "cosgitops.sarif"},
+    )
+    assert code == 0, output
+    assert outputs["output-file"] == str(fleet / "cosgitops.sarif")
+    sarif = json.loads((fleet / "cosgitops.sarif").read_text(encoding="utf-8"))
+    assert sarif["version"] == "2.1.0"
+    assert sarif["runs"][0]["results"] == []
+
+
+def test_validate_annotates_a_broken_derivative_through_the_action(
+    runner: Runner, fleet: Path
+) -> None:
+    definition = fleet / "derivatives" / "example" / "derivative.yaml"
+    definition.write_text(definition.read_text().replace("name: example", "name: Example!"))
+    summary = runner.root / "step-summary.md"
+    runner.extra_env["GITHUB_STEP_SUMMARY"] = str(summary)
+    runner.preinstall(REAL_COSGITOPS)
+    code, outputs, output = runner.run("run", **{"working-directory": "fleet"})
+    assert code == 1
+    assert outputs["exit-code"] == "1"
+    annotations = [line for line in output.splitlines() if line.startswith("::error ")]
+    assert annotations
+    assert any("file=derivatives/example/derivative.yaml" in line for line in annotations)
+    assert "derivative.yaml" in summary.read_text(encoding="utf-8")
