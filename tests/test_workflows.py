@@ -362,6 +362,19 @@ def test_publishing_deploys_the_index_to_pages(name: str) -> None:
     assert "record" in pages["needs"]
 
 
+@pytest.mark.parametrize("name", ["release.yaml", "refresh.yaml"])
+def test_only_main_publishes(name: str) -> None:
+    """workflow_dispatch can start a run on any branch; only main's may publish, and the
+    jobs after it run only on what it produced."""
+    data = workflow(name)
+    (publisher,) = [job_id for job_id, _ in cosgitops_steps(data)]
+    assert data["jobs"][publisher]["if"] == "${{ github.ref == 'refs/heads/main' }}"
+    for job_id, job in data["jobs"].items():
+        if job_id != publisher:
+            needs = job["needs"] if isinstance(job["needs"], list) else [job["needs"]]
+            assert publisher in needs or "record" in needs, job_id
+
+
 def test_release_and_refresh_share_one_publish_concurrency_group() -> None:
     release, refresh = workflow("release.yaml"), workflow("refresh.yaml")
     assert release["concurrency"]["group"] == refresh["concurrency"]["group"]
