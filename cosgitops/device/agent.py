@@ -491,9 +491,15 @@ class DeviceAgent:
         self, setup: DeviceSetup, *, version: str | None = None, recovery: bool = True
     ) -> UpgradeReport:
         """``init``, then the first release into the active slot (and the recovery slot)."""
-        self.init(setup)
+        config = self.init(setup)
         report = self.upgrade(version=version)
-        if recovery and report.installed is not None:
+        if report.installed is None:
+            raise DeviceError(
+                f"nothing to install: {report.summary}",
+                hint=f"the device root is set up for {config.derivative} on channel "
+                f"{config.channel}; run `cosgitops device upgrade` once a release is published",
+            )
+        if recovery:
             self.upgrade(version=report.installed.version, recovery=True, force=True)
         return report
 

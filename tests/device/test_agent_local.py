@@ -204,3 +204,16 @@ def test_unreachable_index_is_a_download_error(tmp_path: Path, fleet: Fleet) -> 
     (tmp_path / "device" / "agent" / "config.yaml").write_bytes(dump_agent_config(moved))
     with pytest.raises(DownloadError):
         DeviceAgent(tmp_path / "device").check()
+
+
+def test_install_with_nothing_published_on_the_channel(tmp_path: Path, fleet: Fleet) -> None:
+    fleet.release("1.0.0", [base_layer(4096), overlay_layer("1.0.0")], channels=("beta",))
+    agent = DeviceAgent(tmp_path / "device")
+    with pytest.raises(CosgitopsError, match="nothing to install") as info:
+        agent.install(fleet.setup(str(fleet.public_dir)))
+    assert "device upgrade" in (info.value.hint or "")
+    assert agent.status().to_json()["active"] is None
+    with pytest.raises(CosgitopsError, match="already set up"):
+        agent.install(fleet.setup(str(fleet.public_dir)))
+    fleet.release("1.0.1", [base_layer(4096), overlay_layer("1.0.1")])
+    assert agent.upgrade().action == "install"
