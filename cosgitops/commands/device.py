@@ -302,6 +302,12 @@ def check_command(root: Path, version: str | None, force: bool, output_format: s
     )
 
 
+def _signer(signer: str) -> str:
+    # key fingerprints are 64 hex characters; 16 identify a key for a person
+    is_fingerprint = len(signer) == 64 and all(c in "0123456789abcdef" for c in signer)
+    return f"key {signer[:16]}" if is_fingerprint else signer
+
+
 def _render_upgrade(report: Any, output_format: str) -> None:
     if output_format == "json":
         _emit_json(report.to_json())
@@ -312,7 +318,7 @@ def _render_upgrade(report: Any, output_format: str) -> None:
     where = "recovery slot" if report.slot == "recovery" else "active slot"
     click.echo(
         f"{report.action}: {report.installed.version} ({_short(report.installed.digest)}) "
-        f"is now the {where}; signed by {report.signer}"
+        f"is now the {where}; signed by {_signer(report.signer)}"
     )
     click.echo(
         f"downloaded {len(report.cache.downloaded)} layer(s), "
