@@ -54,6 +54,9 @@ class Limits:
     publish_attempts: int = 5
     # Device health checks
     health_check_timeout_seconds: float = 60.0
+    # Device agent: its config file, and how long to wait for another agent's lock
+    agent_config_max_bytes: int = 256 * KiB
+    device_lock_wait_seconds: float = 30.0
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
     unsafe_skip_signature_verification: bool = False

@@ -67,9 +67,6 @@ from cosgitops.errors import ConfigError, CosgitopsError, DeviceError, NotFoundE
 from cosgitops.fsutil import atomic_write_bytes, atomic_write_text
 from cosgitops.progress import NULL_PROGRESS, Progress
 
-LOCK_WAIT_SECONDS = 30.0
-
-
 # ---------------------------------------------------------------- reports
 
 
@@ -339,7 +336,7 @@ class DeviceAgent:
     @property
     def config(self) -> AgentConfig:
         if self._config is None:
-            self._config = load_agent_config(self.device.config_file)
+            self._config = load_agent_config(self.device.config_file, self.limits)
         return self._config
 
     def _config_or_none(self) -> AgentConfig | None:
@@ -367,7 +364,7 @@ class DeviceAgent:
                 f"device root {self.device.root} does not exist",
                 hint="create it with `cosgitops device install`",
             )
-        with _exclusive_lock(self.device.lock_file, wait=LOCK_WAIT_SECONDS):
+        with _exclusive_lock(self.device.lock_file, wait=self.limits.device_lock_wait_seconds):
             yield self._recover()
 
     def _recover(self) -> DeviceState:
@@ -455,7 +452,7 @@ class DeviceAgent:
             device.agent_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(device.lock_file, wait=LOCK_WAIT_SECONDS):
+        with _exclusive_lock(device.lock_file, wait=self.limits.device_lock_wait_seconds):
             if device.config_file.exists() and (device.metadata_dir / "root.json").exists():
                 raise DeviceError(
                     f"{device.root} is already set up",

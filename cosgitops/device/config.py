@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import ConfigError
 
 KIND = "AgentConfig"
 API_VERSION = "cosgitops/v1"
-MAX_CONFIG_BYTES = 256 * 1024
 
 _MACHINE_TO_ARCH = {
     "x86_64": "amd64",
@@ -180,7 +180,7 @@ def validate_agent_config(data: Any, *, source: str = "agent config") -> None:
         )
 
 
-def load_agent_config(path: Path) -> AgentConfig:
+def load_agent_config(path: Path, limits: Limits = DEFAULT_LIMITS) -> AgentConfig:
     import yaml
 
     try:
@@ -190,8 +190,8 @@ def load_agent_config(path: Path) -> AgentConfig:
             f"{path} does not exist",
             hint="set the device up first with `cosgitops device install` or `device init`",
         ) from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    if len(raw) > limits.agent_config_max_bytes:
+        raise ConfigError(f"{path} is larger than {limits.agent_config_max_bytes} bytes")
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
