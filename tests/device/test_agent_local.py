@@ -217,3 +217,25 @@ def test_install_with_nothing_published_on_the_channel(tmp_path: Path, fleet: Fl
         agent.install(fleet.setup(str(fleet.public_dir)))
     fleet.release("1.0.1", [base_layer(4096), overlay_layer("1.0.1")])
     assert agent.upgrade().action == "install"
+
+
+def test_one_agent_at_a_time(tmp_path: Path, fleet: Fleet) -> None:
+    import fcntl
+    import os
+
+    from cosgitops.config import Limits
+
+    fleet.release("1.0.0", [base_layer(4096), overlay_layer("1.0.0")])
+    root = tmp_path / "device"
+    DeviceAgent(root).install(fleet.setup(str(fleet.public_dir)), recovery=False)
+    fd = os.open(root / "agent" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another agent is busy
+        impatient = DeviceAgent(root, limits=Limits(device_lock_wait_seconds=0.2))
+        status = impatient.status().to_json()
+        assert status["busy"] is True and status["active"]["version"] == "1.0.0"
+        with pytest.raises(CosgitopsError, match="another cosgitops agent"):
+            impatient.upgrade()
+    finally:
+        os.close(fd)
+    assert DeviceAgent(root).status().to_json()["busy"] is False
