@@ -32,7 +32,7 @@ from cosgitops.build.image import (
     select_platform,
 )
 from cosgitops.build.inputs import BuildInputs
-from cosgitops.build.layers import LayerBlob, content_entries, write_layer
+from cosgitops.build.layers import LAYER_EPOCH, LayerBlob, content_entries, write_layer
 from cosgitops.build.result import BuildResult, model_layers
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import BuildError, RemoteDataError
@@ -209,7 +209,7 @@ def _plan_platform(
     identity = inputs.identity
     os_release = identity.os_release_text(base_os_release(platform_base.config))
     os_release_layer = write_layer(
-        content_entries({OS_RELEASE_PATH: os_release.encode()}), work_dir, inputs.epoch
+        content_entries({OS_RELEASE_PATH: os_release.encode()}), work_dir, LAYER_EPOCH
     )
     added = [
         *shared_layers,
@@ -267,10 +267,10 @@ def build_image(
         work_dir = Path(tmp)
         shared: list[tuple[LayerBlob, HistoryStep]] = []
         if inputs.overlay:
-            blob = write_layer(inputs.overlay, work_dir, inputs.epoch)
+            blob = write_layer(inputs.overlay, work_dir, LAYER_EPOCH)
             shared.append((blob, HistoryStep(f"cosgitops: COPY {derivative.overlay}/ /")))
         if inputs.cloud_config:
-            blob = write_layer(inputs.cloud_config, work_dir, inputs.epoch)
+            blob = write_layer(inputs.cloud_config, work_dir, LAYER_EPOCH)
             shared.append(
                 (blob, HistoryStep(f"cosgitops: COPY {derivative.cloud_config}/ /system/oem/"))
             )

@@ -1,11 +1,12 @@
 """Reproducible layer tarballs.
 
-A layer built here depends only on the *content* of its inputs, their executable
-bit and ``SOURCE_DATE_EPOCH``: never on the checkout path, the umask, file mtimes,
-owners or the order the file system lists a folder in. Concretely:
+A layer built here depends only on the *content* of its inputs and their executable
+bit: never on the checkout path, the umask, file mtimes, owners, the commit time or the
+order the file system lists a folder in. Concretely:
 
 * entries sorted by path, parents before children;
-* uid/gid 0, user and group names empty, mtime = the epoch;
+* uid/gid 0, user and group names empty, mtime = the epoch the caller passes (the
+  builders pass :data:`LAYER_EPOCH`);
 * modes normalised: directories and executables 0755, other files 0644 (git only
   tracks the executable bit, so anything finer would differ between checkouts);
 * gzip at a fixed level, header mtime = the epoch, no file name, OS byte "unknown";
@@ -48,6 +49,14 @@ LINK_MODE = 0o777
 _CHUNK = 1024 * 1024
 
 EntryKind = Literal["file", "dir", "symlink"]
+
+# File and gzip-header times inside the layers the builders write. Not the commit time
+# (SOURCE_DATE_EPOCH): that changes with every commit and would give every layer a new
+# digest each release, so a device would download unchanged overlay and cloud-config
+# layers again. The commit time is recorded where it means something instead: the
+# image config's `created`, the `org.opencontainers.image.created` annotation and
+# /etc/os-release's TIMESTAMP. (gzip reads an mtime of 0 as "no time stamp".)
+LAYER_EPOCH = 0
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from cosgitops.build.image import (
     format_os_release_value,
 )
 from cosgitops.build.inputs import CLOUD_CONFIG_TARGET, BuildInputs
-from cosgitops.build.layers import LayerEntry, sorted_entries
+from cosgitops.build.layers import LAYER_EPOCH, LayerEntry, sorted_entries
 from cosgitops.errors import UsageError
 from cosgitops.model import Derivative
 from cosgitops.oci.reference import parse_reference
@@ -187,9 +187,9 @@ def render_context(inputs: BuildInputs, dest: Path) -> RenderedContext:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.render-", dir=dest.parent))
     try:
-        overlay_files = materialise(inputs.overlay, staging / "overlay", epoch=inputs.epoch)
+        overlay_files = materialise(inputs.overlay, staging / "overlay", epoch=LAYER_EPOCH)
         oem_files = materialise(
-            inputs.cloud_config, staging / "oem", strip=CLOUD_CONFIG_TARGET, epoch=inputs.epoch
+            inputs.cloud_config, staging / "oem", strip=CLOUD_CONFIG_TARGET, epoch=LAYER_EPOCH
         )
         files = overlay_files + oem_files
         text = dockerfile_text(

@@ -359,3 +359,25 @@ def test_builder_choice_and_targets(tmp_path: Path) -> None:
     assert kept.reference.is_oci_layout and kept.image_repo == "ghcr.io/acme/fleet/x"
     with pytest.raises(UsageError):
         resolve_target(remote, "x", push=True, target="ghcr.io/acme/x:1.0")
+
+
+def test_unchanged_inputs_keep_their_layer_digest_across_commits(tmp_path: Path) -> None:
+    """Regression: layer mtimes followed the commit time, so every release changed every
+    layer and a device downloaded unchanged overlay and cloud-config layers again."""
+    root = _edge_repo(tmp_path / "repo")
+    repository, derivatives = load(root)
+    first = build_derivative(repository, derivatives["edge"])
+    derivative_file = root / "derivatives/edge/derivative.yaml"
+    derivative_file.write_text(derivative_file.read_text().replace("1.0.0", "1.0.1"))
+    env = dict(os.environ, GIT_AUTHOR_DATE="2025-01-01T00:00:00Z")
+    env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
+    subprocess.run(["git", "commit", "-qam", "bump"], cwd=root, env=env, check=True)
+    repository, derivatives = load(root)
+    second = build_derivative(repository, derivatives["edge"])
+    assert second.created != first.created
+    old = [layer.digest for layer in first.platforms[0].layers]
+    new = [layer.digest for layer in second.platforms[0].layers]
+    assert len(old) == len(new) >= 2
+    # overlay and cloud-config layers are shared; only the os-release layer differs
+    assert old[:-1] == new[:-1]
+    assert old[-1] != new[-1]

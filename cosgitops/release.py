@@ -1,0 +1,284 @@
+"""``cosgitops release``: plan → build → push → sign → publish, what CI runs on merge.
+
+The published index is the state: a derivative is released when its current version is
+not in the index yet, so re-running on the same commit changes nothing, and a run that
+follows several queued merges catches up with all of them. A derivative that fails is
+reported and left out; the others are published only when each is complete (built,
+pushed, signed and verified under the trust policy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cosgitops.config import DEFAULT_LIMITS, Limits
+from cosgitops.errors import CosgitopsError, UsageError
+from cosgitops.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from cosgitops.model import Derivative, ReleaseManifest, Repository
+    from cosgitops.oci.store import StoreOptions
+    from cosgitops.publish.publisher import PublishResult
+    from cosgitops.signing.signers import KeylessSigner, KeySigner
+
+Status = Literal["released", "published", "failed"]
+
+
+@dataclass
+class DerivativeOutcome:
+    name: str
+    version: str
+    status: Status  # released now, already published before, or failed
+    image: str = ""
+    signer: str = ""
+    channels: tuple[str, ...] = ()
+    size: int = 0
+    bytes_uploaded: int = 0
+    error: str = ""
+    hint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "status": self.status,
+            "image": self.image,
+            "signer": self.signer,
+            "channels": list(self.channels),
+            "size": self.size,
+            "bytesUploaded": self.bytes_uploaded,
+            "error": self.error or None,
+            "hint": self.hint or None,
+        }
+
+
+@dataclass
+class ReleaseReport:
+    outcomes: list[DerivativeOutcome] = field(default_factory=list)
+    publish: PublishResult | None = None
+    development_key: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.status != "failed" for outcome in self.outcomes)
+
+    @property
+    def failed(self) -> list[DerivativeOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "derivatives": [outcome.to_json() for outcome in self.outcomes],
+            "index": None if self.publish is None else self.publish.to_json(),
+            "developmentKey": None if self.development_key is None else str(self.development_key),
+        }
+
+    def markdown(self) -> str:
+        """The summary table for ``$GITHUB_STEP_SUMMARY``."""
+        lines = [
+            "## cosgitops release",
+            "",
+            "| derivative | version | status | image | signature | channels |",
+            "|---|---|---|---|---|---|",
+        ]
+        for outcome in self.outcomes:
+            status = outcome.status if not outcome.error else f"failed: {outcome.error}"
+            lines.append(
+                f"| {outcome.name} | {outcome.version} | {_md(status)} | `{outcome.image or '-'}` "
+                f"| {_md(outcome.signer or '-')} | {', '.join(outcome.channels) or '-'} |"
+            )
+        if not self.outcomes:
+            lines.append("| - | - | nothing to release | - | - | - |")
+        return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _signer(
+    repository: Repository, *, key: str | None, keyless: bool, identity_token: str | None
+) -> tuple[KeySigner | KeylessSigner, Path | None]:
+    """The signer `release` uses, and the development key path when that is what it is."""
+    from cosgitops.signing.keys import ensure_development_keypair
+    from cosgitops.signing.signers import key_signer, keyless_signer
+
+    if keyless or (repository.signing.keyless and key is None):
+        return keyless_signer(identity_token=identity_token), None
+    source = key or repository.signing.key
+    if source is not None:
+        return key_signer(source, base_dir=repository.root), None
+    private, _public, _created = ensure_development_keypair(repository.root)
+    return key_signer(str(private), password=b""), private
+
+
+def published_versions(repository: Repository) -> set[tuple[str, str]]:
+    """(derivative, version) pairs already in the repository's index."""
+    from cosgitops.publish.paths import METADATA_DIR
+    from cosgitops.publish.publisher import public_dir_of
+    from cosgitops.publish.reader import open_index
+
+    public_dir = public_dir_of(repository)
+    if not (public_dir / METADATA_DIR / "1.root.json").is_file():
+        return set()
+    index = open_index(public_dir)
+    return {
+        (name, release.version) for name in index.derivatives() for release in index.releases(name)
+    }
+
+
+def _release_one(
+    repository: Repository,
+    derivative: Derivative,
+    signer: KeySigner | KeylessSigner,
+    *,
+    options: StoreOptions,
+    limits: Limits,
+    progress: Progress,
+) -> tuple[ReleaseManifest, DerivativeOutcome]:
+    from cosgitops.build import build_derivative
+    from cosgitops.oci import open_store
+    from cosgitops.publish.collect import check_base_pinned, collect_release
+    from cosgitops.signing import sign_image
+
+    check_base_pinned(derivative)
+    built = build_derivative(
+        repository, derivative, push=True, options=options, limits=limits, progress=progress
+    )
+    store = open_store(built.name, options)
+    sign_image(store, built.digest, signer)
+    manifest = collect_release(
+        repository, derivative, store, commit=built.revision or None, limits=limits
+    )
+    if manifest.digest != built.digest:
+        raise CosgitopsError(
+            f"{built.name}:{derivative.version} points at {manifest.digest}, not the image just "
+            f"built ({built.digest})",
+            hint="another build moved the tag meanwhile; re-run the release",
+        )
+    outcome = DerivativeOutcome(
+        name=derivative.name,
+        version=derivative.version,
+        status="released",
+        image=manifest.image,
+        signer=manifest.signer,
+        channels=manifest.channels,
+        size=built.size,
+        bytes_uploaded=built.bytes_uploaded,
+    )
+    return manifest, outcome
+
+
+def release(
+    root: Path,
+    *,
+    since: str | None = None,
+    only: Sequence[str] = (),
+    key: str | None = None,
+    keyless: bool = False,
+    identity_token: str | None = None,
+    public_dir: Path | None = None,
+    options: StoreOptions | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress = NULL_PROGRESS,
+    now: datetime | None = None,
+) -> ReleaseReport:
+    """Release every derivative whose current version is not yet published.
+
+    ``public_dir`` overrides ``spec.publish.dir`` (e.g. a checkout of the index branch
+    outside the repository, which cosgitops.yaml itself may not point at).
+    """
+    from cosgitops.oci.store import StoreOptions
+    from cosgitops.publish.publisher import publish_releases
+    from cosgitops.validate import load_repository
+
+    options = options or StoreOptions(limits=limits)
+    tree = load_repository(root, limits=limits)
+    repository = tree.repository
+    if public_dir is not None:
+        publish = replace(repository.publish, dir=str(Path(public_dir).absolute()))
+        repository = replace(repository, publish=publish)
+    unknown = sorted(set(only) - set(tree.derivatives))
+    if unknown:
+        raise UsageError(
+            f"no derivative named {', '.join(unknown)}",
+            hint=f"known: {', '.join(sorted(tree.derivatives)) or 'none'}",
+        )
+    names = sorted(only or tree.derivatives)
+    if since is not None:
+        from cosgitops.build.plan import plan_repository
+
+        planned = set(plan_repository(repository, tree.derivatives, since=since).names)
+        names = [name for name in names if name in planned]
+
+    report = ReleaseReport()
+    published = published_versions(repository)
+    pending = [tree.derivatives[name] for name in names]
+    todo = [d for d in pending if (d.name, d.version) not in published]
+    for derivative in pending:
+        if (derivative.name, derivative.version) in published:
+            report.outcomes.append(
+                DerivativeOutcome(
+                    derivative.name,
+                    derivative.version,
+                    "published",
+                    channels=derivative.release.channels,
+                )
+            )
+    manifests: list[ReleaseManifest] = []
+    if todo:
+        signer, report.development_key = _signer(
+            repository, key=key, keyless=keyless, identity_token=identity_token
+        )
+        for derivative in todo:
+            progress.note(f"releasing {derivative.name} {derivative.version}")
+            try:
+                manifest, outcome = _release_one(
+                    repository,
+                    derivative,
+                    signer,
+                    options=options,
+                    limits=limits,
+                    progress=progress,
+                )
+            except CosgitopsError as error:
+                report.outcomes.append(
+                    DerivativeOutcome(
+                        derivative.name,
+                        derivative.version,
+                        "failed",
+                        channels=derivative.release.channels,
+                        error=str(error),
+                        hint=error.hint or "",
+                    )
+                )
+                continue
+            manifests.append(manifest)
+            report.outcomes.append(outcome)
+    if manifests:
+        report.publish = publish_releases(
+            repository, manifests, now=now, progress=progress, limits=limits
+        )
+    report.outcomes.sort(key=lambda outcome: outcome.name)
+    _write_step_summary(report)
+    return report
+
+
+def _write_step_summary(report: ReleaseReport) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(report.markdown())
+    except OSError as exc:
+        raise UsageError(
+            f"cannot append to GITHUB_STEP_SUMMARY {path}: {exc.strerror}",
+            hint="unset GITHUB_STEP_SUMMARY outside GitHub Actions",
+        ) from exc
