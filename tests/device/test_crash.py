@@ -186,17 +186,32 @@ def test_sigkill_during_boot_assessment(tmp_path: Path, world: World, step: str)
     assert slot_files(DeviceAgent(root)) == world.files[V1]
 
 
+def _wait_for_transaction(root: Path, process: subprocess.Popen[bytes]) -> None:
+    """Return once the upgrade in ``process`` has opened its transaction (or exited)."""
+    state_file = root / "state" / "state.json"
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(state_file.read_bytes())["transaction"]:
+                return
+        time.sleep(0.001)
+
+
 def test_sigkill_at_random_moments(tmp_path: Path, world: World) -> None:
     rng = random.Random(6)  # fixed seed: a failure can be replayed
     begun, committed = world.transaction_window
-    # half the kills anywhere in the run, half inside the transaction (download, unpack,
-    # switch), which is where a crash can do harm
-    delays = [rng.uniform(0.0, world.upgrade_seconds) for _ in range(4)]
-    delays += [rng.uniform(begun, committed) for _ in range(4)]
+    # (anchor, delay): two kills early in the run, two anywhere, and four at random
+    # moments after the transaction opened (download, unpack, switch), where a crash can
+    # do harm. Anchoring on the journal keeps those inside it on a slow machine too.
+    plan = [("start", rng.uniform(0.0, begun * 0.8)) for _ in range(2)]
+    plan += [("start", rng.uniform(0.0, world.upgrade_seconds)) for _ in range(2)]
+    plan += [("transaction", rng.uniform(0.0, committed - begun)) for _ in range(4)]
     phases = []
-    for attempt, delay in enumerate(delays):
+    for attempt, (anchor, delay) in enumerate(plan):
         root = _copy(world.pristine, tmp_path / f"device-{attempt}")
         process = _cli(root, "upgrade")
+        if anchor == "transaction":
+            _wait_for_transaction(root, process)
         time.sleep(delay)
         process.kill()
         code = process.wait(timeout=60)
@@ -211,5 +226,6 @@ def test_sigkill_at_random_moments(tmp_path: Path, world: World) -> None:
         DeviceAgent(root).upgrade()
         assert assert_consistent(root, world) == V2
     # the kills landed in different phases of the upgrade, not all in one
+    print("phases", phases)
     killed = {phase for phase in phases if phase != "finished"}
-    assert len(killed) >= 2, (phases, delays, world.transaction_window)
+    assert len(killed) >= 2, (phases, plan, world.transaction_window)
