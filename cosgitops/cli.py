@@ -117,7 +117,12 @@ def report_error(error: CosgitopsError) -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
     try:
-        return cli.main(args=argv, prog_name="cosgitops", standalone_mode=False)
+        # Without standalone mode click returns the code of ctx.exit()/Exit instead of
+        # exiting; make it the process's exit status whichever way we were started.
+        code = cli.main(args=argv, prog_name="cosgitops", standalone_mode=False)
+        if isinstance(code, int) and code != EXIT_OK:
+            sys.exit(code)
+        return code
     except CosgitopsError as error:
         report_error(error)
         sys.exit(error.exit_code)

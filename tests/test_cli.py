@@ -79,3 +79,19 @@ def test_import_cli_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_commands_ctx_exit_code_becomes_the_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: without standalone mode click returned ctx.exit(1)'s code instead of
+    exiting, and `python -m cosgitops` dropped it (exit 0 for a failed check)."""
+
+    @click.command()
+    @click.pass_context
+    def check_failed(ctx: click.Context) -> None:
+        ctx.exit(1)
+
+    monkeypatch.setitem(cli.COMMANDS, "check-failed", "tests.test_cli:_check_failed")
+    monkeypatch.setattr(sys.modules[__name__], "_check_failed", check_failed, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["check-failed"])
+    assert exit_info.value.code == 1
