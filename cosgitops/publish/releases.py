@@ -143,7 +143,6 @@ def release_custom(manifest: model.ReleaseManifest, *, yank: Yank | None = None)
         "deadend": manifest.deadend,
         "created": manifest.created,
         "size": release_size(manifest),
-        "platforms": [image.platform for image in manifest.platforms],
     }
     if yank is not None:
         body["yanked"] = yank.to_json()
@@ -164,7 +163,6 @@ class ReleaseInfo:
     deadend: bool
     created: str
     size: int
-    platforms: tuple[str, ...] = ()
     yank: Yank | None = None
     parsed_version: Version = field(init=False, compare=False, repr=False)
 
@@ -201,7 +199,6 @@ class ReleaseInfo:
                 deadend=bool(body.get("deadend", False)),
                 created=str(body["created"]),
                 size=int(body.get("size", 0)),
-                platforms=tuple(str(p) for p in body.get("platforms") or ()),
                 yank=None if yank is None else Yank(str(yank["reason"]), str(yank["at"])),
             )
             if info.upgrade_from is not None:

@@ -85,7 +85,15 @@ class Client:
     """python-tuf's stock ngclient Updater over HTTP, with a persistent local cache
     (like a device's), bootstrapped from the published ``1.root.json``."""
 
-    def __init__(self, public_dir: Path, url: str, workdir: Path, bootstrap: bytes | None = None):
+    def __init__(
+        self,
+        public_dir: Path,
+        url: str,
+        workdir: Path,
+        bootstrap: bytes | None = None,
+        fetcher: Any = None,
+    ):
+        self.fetcher = fetcher
         self.public_dir = public_dir
         self.url = url.rstrip("/")
         self.workdir = workdir
@@ -103,6 +111,7 @@ class Client:
             f"{self.url}/metadata/",
             str(self.targets_dir),
             f"{self.url}/targets/",
+            fetcher=self.fetcher,
             bootstrap=self.bootstrap,
         )
 

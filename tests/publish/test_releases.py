@@ -58,7 +58,6 @@ def test_custom_carries_the_documented_fields() -> None:
         "deadend": False,
         "created": "2024-05-01T12:00:00Z",
         "size": manifest.platforms[0].size,
-        "platforms": ["linux/amd64", "linux/arm64"],
     }
     info = releases.ReleaseInfo.from_custom(custom)
     assert info.rollout == model.Rollout(10, 2880) and info.upgrade_from == ">=1.2.0"
