@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from cosgitops import source
 from cosgitops.config import Limits
 from cosgitops.errors import SourceError
 from cosgitops.source import (
+    ParseResult,
     Position,
     load_yaml,
     load_yaml_bytes,
@@ -260,3 +263,98 @@ def test_read_source_refuses_large_files_without_reading_them(tmp_path: Path) ->
         handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB that cost nothing to make
     data, problem = read_source(big)
     assert data is None and problem is not None and problem.rule == "yaml-too-large"
+
+
+# ---------------------------------------------------------------- the two composers
+
+
+def _pointers(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, member in value.items():
+            found.extend(_pointers(member, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, member in enumerate(value):
+            found.extend(_pointers(member, (*prefix, index)))
+    return found
+
+
+def _typed(value: Any) -> Any:
+    """A comparable form that tells 1 from True and 1.0 from 1."""
+    if isinstance(value, dict):
+        return {key: _typed(member) for key, member in value.items()}
+    if isinstance(value, list):
+        return [_typed(member) for member in value]
+    return (type(value).__name__, repr(value))
+
+
+def _both(data: bytes) -> tuple[ParseResult | None, ParseResult, bytes]:
+    """The fast path's result (None when it hands the file to the event path, as it
+    does for refusals and redefined anchors) and the event path's."""
+    try:
+        fast: ParseResult | None = source._finish(source._NodeComposer(data, "x", Limits()), data)
+    except source._UseEvents:
+        fast = None
+    slow = source._finish(source._Composer(data, "x", Limits()), data)
+    return fast, slow, data
+
+
+SAMPLES = [
+    b"a: 1\nb: [1, 2.5, yes, ~, '', \"q\"]\nc: {d: e}\n",
+    b"a: &x {k: v}\nb: *x\nc: [*x, *x]\nd:\n  <<: *x\n  k: own\n",
+    b"a: &s scalar\nb: *s\nc: [*s]\n",
+    b"a: 1\na: 2\nb: {c: 1, c: 2}\n",
+    b"? [a]\n: b\nc: d\n",
+    b"a: !!str 1\nb: !!int '2'\nc: !!float 3\nd: !foo x\ne: !!binary aGk=\nf: ! 12\n",
+    b"a: !!set {x, y}\nb: !!omap [a: 1]\n",
+    b"- - - x\n  - y\n- z\n",
+    b"a: 1\n---\nb: 2\n",
+    b"<<: {a: 1}\nb: 2\n",
+    b"a:\n  <<: [{x: 1}, {x: 2, y: 3}]\n",
+    b"a:\n  <<: 5\n",
+    b"a: &r\n  - *r\n",
+    b"a: &x 1\nb: &x 2\nc: *x\n",
+    b"a: *undefined\n",
+    b"'quoted key': 1\n\"double\": 2\nplain: 3\n1: one\ntrue: yes\n~: null\n",
+    b"text: |\n  line\n  line\nfolded: >\n  a\n  b\n",
+    b"[1, [2, [3, [4]]]]\n",
+    b"just a scalar\n",
+    b"",
+    b"# comment only\n",
+]
+
+
+@pytest.mark.parametrize("data", SAMPLES)
+def test_fast_and_event_composers_agree(data: bytes) -> None:
+    _assert_same(*_both(data))
+
+
+def test_fast_and_event_composers_agree_on_real_files(interop: Path) -> None:
+    data_dir = Path(__file__).resolve().parent / "data"
+    paths = sorted(data_dir.rglob("*.yaml")) + sorted((interop / "yip").rglob("*.yaml"))
+    assert len(paths) > 100
+    for path in paths:
+        _assert_same(*_both(path.read_bytes()))
+
+
+def _assert_same(fast: ParseResult | None, slow: ParseResult, data: bytes) -> None:
+    if fast is None:  # handed over: only aliases and refusals take the event path
+        assert b"*" in data or slow.document is None
+        return
+    assert fast.problems == slow.problems
+    assert (fast.document is None) == (slow.document is None)
+    if fast.document is None or slow.document is None:
+        return
+    assert _typed(fast.document.value) == _typed(slow.document.value)
+    for pointer in _pointers(slow.document.value):
+        assert fast.document.locate(pointer) == slow.document.locate(pointer), pointer
+        assert fast.document.locate(pointer, key=True) == slow.document.locate(pointer, key=True)
+        assert fast.document.plain_text(pointer) == slow.document.plain_text(pointer)
+
+
+def test_large_files_take_the_budgeted_event_path() -> None:
+    # Over the fast path's size, a node bomb is stopped at the budget, not composed.
+    data = b"a: [" + b",".join([b"1"] * 40_000) + b"]\n"
+    assert len(data) > source.FAST_PATH_MAX_BYTES
+    result = parse_yaml(data, limits=Limits(yaml_max_nodes=1000))
+    assert [p.rule for p in result.problems] == ["yaml-too-large"]

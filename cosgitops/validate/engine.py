@@ -18,22 +18,24 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cosgitops import model
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import ConfigError, UsageError, ValidationError
 from cosgitops.source import Position, SourceDocument, SourceProblem, parse_yaml, read_source
-from cosgitops.validate import cloudconfig, semantic
+from cosgitops.validate import semantic
 from cosgitops.validate.diagnostics import Diagnostic, Finding, Report, Severity
 from cosgitops.validate.schema import SchemaIssue, describe, pointer_of, schema_for
 from cosgitops.validate.secrets import find_private_keys, scan_file
 
+if TYPE_CHECKING:  # the model is imported where it is built: validate starts faster
+    from cosgitops import model
+
 KINDS = ("derivative", "repository", "cloud-config")
 YAML_SUFFIXES = (".yaml", ".yml")
-REPOSITORY_FILE = model.REPOSITORY_FILE
-DERIVATIVES_DIR = model.DERIVATIVES_DIR
-DERIVATIVE_FILE = model.DERIVATIVE_FILE
+REPOSITORY_FILE = "cosgitops.yaml"  # = model.REPOSITORY_FILE (a test keeps them equal)
+DERIVATIVES_DIR = "derivatives"
+DERIVATIVE_FILE = "derivative.yaml"
 # Local state cosgitops writes (development keys live there by design, and the
 # scaffold's .gitignore excludes it) and git's own folder are never content.
 _SKIP_DIRS = frozenset((".git", ".cosgitops"))
@@ -50,8 +52,7 @@ class RepositoryTree:
     derivatives: dict[str, model.Derivative]
 
 
-@dataclass(frozen=True)
-class _DerivativeResult:
+class _DerivativeResult(NamedTuple):
     """What later, cross-derivative checks need (picklable: it crosses processes)."""
 
     folder: str
@@ -77,6 +78,12 @@ def _inside(path: str, boundary: str) -> bool:
 
 
 def _parts(path: str, root: str) -> list[str]:
+    """The components of ``path`` below ``root`` (both absolute and normalised)."""
+    if path == root:
+        return []
+    prefix = root.rstrip(os.sep) + os.sep
+    if path.startswith(prefix):
+        return path[len(prefix) :].split(os.sep)
     relative = os.path.relpath(path, root)
     return [] if relative == "." else relative.split(os.sep)
 
@@ -152,7 +159,7 @@ class _Session:
         pointer: str = "",
         hint: str | None = None,
     ) -> None:
-        line, column = (at.line, at.column) if isinstance(at, Position) else at
+        line, column = at
         self.diagnostics.append(
             Diagnostic(self.display(path), line, column, severity, rule, message, pointer, hint)
         )
@@ -225,7 +232,7 @@ class _Session:
         self.scanned.add(path)
         self.looked_at.add(path)
         if data is None:
-            findings = scan_file(Path(path), self.limits.scan_max_file_bytes)
+            findings = scan_file(path, self.limits.scan_max_file_bytes)
         else:
             findings = find_private_keys(data[: self.limits.scan_max_file_bytes])
         for finding in findings:
@@ -240,11 +247,7 @@ class _Session:
             )
 
     def scan_tree(self, top: str, boundary: str) -> None:
-        """Scan every file under ``top`` (a file or folder) for keys and escaping links.
-
-        Works from ``os.scandir`` entries, whose type comes with the listing: this runs
-        once per derivative folder and dominates a large run's file-system time.
-        """
+        """Scan every file under ``top`` (a file or folder) for keys and escaping links."""
         if os.path.islink(top):
             if not _inside(top, boundary):
                 self.escape(top, boundary)
@@ -254,14 +257,25 @@ class _Session:
         if not os.path.isdir(top):
             self.scan(top)
             return
-        pending = [top]
-        while pending:
-            directory = pending.pop()
-            try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
+        self.scan_folder(top, boundary, None)
+
+    def scan_folder(
+        self, top: str, boundary: str, entries: Iterable[os.DirEntry[str]] | None
+    ) -> None:
+        """Scan a folder (``entries``: its listing, when the caller has it).
+
+        Works from ``os.scandir`` entries, whose type comes with the listing: this runs
+        once per derivative folder and dominates a large run's file-system time.
+        """
+        pending: list[str] = []
+        listing = entries
+        while True:
+            if listing is None:
+                try:
+                    listing = list(os.scandir(pending.pop() if pending else top))
+                except OSError:
+                    listing = []
+            for entry in listing:
                 if entry.is_symlink():
                     if not _inside(entry.path, boundary):
                         self.escape(entry.path, boundary)
@@ -272,14 +286,22 @@ class _Session:
                         pending.append(entry.path)
                 else:
                     self.scan(entry.path)
+            if not pending:
+                return
+            listing = None
 
-    def load(self, path: str, boundary: str | None) -> SourceDocument | None:
-        """Read, scan and parse one YAML file, reporting every problem on the way."""
+    def load(
+        self, path: str, boundary: str | None, is_link: bool | None = None
+    ) -> SourceDocument | None:
+        """Read, scan and parse one YAML file, reporting every problem on the way.
+        ``is_link``: whether the path is a symlink, when the caller already knows."""
         self.looked_at.add(path)
-        if boundary is not None and os.path.islink(path) and not _inside(path, boundary):
+        if is_link is None:
+            is_link = os.path.islink(path)
+        if boundary is not None and is_link and not _inside(path, boundary):
             self.escape(path, boundary)
             return None
-        data, problem = read_source(Path(path), limits=self.limits)
+        data, problem = read_source(path, limits=self.limits)
         if data is None:
             assert problem is not None
             self.emit_problem(path, problem)
@@ -300,12 +322,13 @@ class _Session:
         *,
         folder_name: str | None = None,
         channels: frozenset[str] | None = None,
+        is_link: bool | None = None,
     ) -> SourceDocument | None:
         """Validate one file as ``kind``; its document when it could be parsed."""
         if path in self.documents:
             return None
         self.documents.add(path)
-        document = self.load(path, boundary)
+        document = self.load(path, boundary, is_link)
         if document is None:
             return None
         for issue in schema_for(kind).validate(document.value):
@@ -318,6 +341,8 @@ class _Session:
         elif kind == "repository":
             findings = semantic.check_repository(document.value)
         else:
+            from cosgitops.validate import cloudconfig
+
             findings = cloudconfig.check_cloud_config(
                 schema_for("cloud-config"),
                 document.value,
@@ -334,7 +359,7 @@ class _Session:
         """Channels that ``root``'s cosgitops.yaml declares, read quietly when that file
         is not itself being validated; None when it cannot be read."""
         if root not in self.channels:
-            data, _ = read_source(Path(_join(root, REPOSITORY_FILE)), limits=self.limits)
+            data, _ = read_source(_join(root, REPOSITORY_FILE), limits=self.limits)
             result = parse_yaml(data, limits=self.limits) if data is not None else None
             if result is None or result.document is None:
                 self.channels[root] = None
@@ -420,9 +445,14 @@ class _Session:
         if os.path.islink(folder) and not _inside(folder, boundary):
             self.escape(folder, boundary)
             return
+        try:
+            entries = {entry.name: entry for entry in os.scandir(folder)}
+        except OSError:
+            entries = {}
         definition = _join(folder, DERIVATIVE_FILE)
         document = None
-        if not os.path.lexists(definition):
+        found = entries.get(DERIVATIVE_FILE)
+        if found is None:
             self.emit(
                 definition,
                 (1, 1),
@@ -441,6 +471,7 @@ class _Session:
                 boundary,
                 folder_name=os.path.basename(folder) if in_derivatives else None,
                 channels=self.repository_channels(root) if root is not None else None,
+                is_link=found.is_symlink(),
             )
             if document is not None:
                 self.folders[folder] = _DerivativeResult(
@@ -451,17 +482,22 @@ class _Session:
                     document.locate(("metadata", "name")),
                     document.locate(("spec", "version")),
                 )
-        self.scan_tree(folder, boundary)
+        self.scan_folder(folder, boundary, entries.values())
         cloud_config = _relative_setting(document, "cloudConfig", "oem")
         if cloud_config is None:
             return
+        listed = entries.get(cloud_config)
+        if listed is not None:  # the usual case, a direct subfolder: its type is known
+            is_link, is_dir = listed.is_symlink(), listed.is_dir()
+        else:
+            directory = _join(folder, cloud_config)
+            is_link, is_dir = os.path.islink(directory), os.path.isdir(directory)
         directory = _join(folder, cloud_config)
-        if os.path.islink(directory) and not _inside(directory, boundary):
-            return  # reported by the tree scan
-        if os.path.isdir(directory):
-            for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-                if entry.name.endswith(YAML_SUFFIXES) and not entry.is_dir():
-                    self.document(entry.path, "cloud-config", boundary)
+        if not is_dir or (is_link and not _inside(directory, boundary)):
+            return  # an escaping link is reported by the tree scan
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if entry.name.endswith(YAML_SUFFIXES) and not entry.is_dir():
+                self.document(entry.path, "cloud-config", boundary, is_link=entry.is_symlink())
 
     def run_pending(self) -> None:
         tasks = [
@@ -475,16 +511,9 @@ class _Session:
             return
         for _, root in tasks:
             if root is not None:
-                self.repository_channels(root)
-        import multiprocessing
-
-        _FORKED_FROM["session"] = self
-        try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                outcomes = pool.map(_run_chunk, [tasks[i::workers] for i in range(workers)])
-        finally:
-            _FORKED_FROM.clear()
-        for diagnostics, folders, scanned, looked_at, documents in outcomes:
+                self.repository_channels(root)  # read once, before the workers split
+        for outcome in _run_forked(self, [tasks[i::workers] for i in range(workers)]):
+            diagnostics, folders, scanned, looked_at, documents = outcome
             self.diagnostics.extend(diagnostics)
             self.folders.update(folders)
             self.scanned |= scanned
@@ -566,7 +595,7 @@ class _Session:
         if not path.endswith(YAML_SUFFIXES) or os.path.islink(path):
             self.scan(path)
             return
-        data, _ = read_source(Path(path), limits=self.limits)
+        data, _ = read_source(path, limits=self.limits)
         kind = _sniff(data) if data is not None else None
         if kind is not None or data is None:
             self.document(path, kind or "cloud-config", None)
@@ -659,13 +688,18 @@ class _Session:
 
 # ------------------------------------------------------------------ workers
 
-# The session a worker was forked from (set only while a pool runs).
-_FORKED_FROM: dict[str, _Session] = {}
+_Outcome = tuple[
+    list[Diagnostic], dict[str, "_DerivativeResult | None"], set[str], set[str], set[str]
+]
 
 
 def _worker_count(tasks: int) -> int:
     if tasks < PARALLEL_MIN_FOLDERS or not hasattr(os, "fork"):
         return 1
+    import threading
+
+    if threading.active_count() > 1:
+        return 1  # forking a threaded process is unsafe
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -673,10 +707,7 @@ def _worker_count(tasks: int) -> int:
     return max(1, min(cores, 8, tasks // (PARALLEL_MIN_FOLDERS // 2)))
 
 
-def _run_chunk(
-    tasks: list[tuple[str, str | None]],
-) -> tuple[list[Diagnostic], dict[str, _DerivativeResult | None], set[str], set[str], set[str]]:
-    parent = _FORKED_FROM["session"]
+def _run_chunk(parent: _Session, tasks: list[tuple[str, str | None]]) -> _Outcome:
     session = _Session(parent.limits, parent.cwd)
     session.channels = dict(parent.channels)
     for folder, root in tasks:
@@ -688,6 +719,41 @@ def _run_chunk(
         session.looked_at,
         session.documents,
     )
+
+
+def _run_forked(parent: _Session, chunks: list[list[tuple[str, str | None]]]) -> list[_Outcome]:
+    """Run the first chunk here and each other one in a forked child that sends its
+    outcome back through a pipe. (Plain fork and pipes: a multiprocessing pool costs
+    more to start than a pre-commit run over a few hundred files takes.) A child that
+    fails is redone here, so a worker problem can never lose a diagnostic."""
+    import pickle
+
+    children: list[tuple[int, int, list[tuple[str, str | None]]]] = []
+    for chunk in chunks[1:]:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compute, send, and leave without running any cleanup
+            status = 1
+            try:
+                os.close(read_end)
+                data = pickle.dumps(_run_chunk(parent, chunk), protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_end, "wb") as pipe:
+                    pipe.write(data)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        children.append((pid, read_end, chunk))
+    outcomes = [_run_chunk(parent, chunks[0])]
+    for pid, read_end, chunk in children:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and data:
+            outcomes.append(pickle.loads(data))  # noqa: S301 - our own child's output
+        else:
+            outcomes.append(_run_chunk(parent, chunk))
+    return outcomes
 
 
 # ------------------------------------------------------------------ small helpers
@@ -793,6 +859,8 @@ def load_repository(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Repositor
             hint="run `cosgitops validate` in the repository to see every problem",
             diagnostics=report.diagnostics,
         )
+    from cosgitops import model
+
     root_path = Path(real_root)
     repository = model.Repository.from_data(session.repositories[real_root], root_path)
     derivatives = {}

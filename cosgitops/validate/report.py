@@ -7,7 +7,6 @@ from typing import Any
 
 from cosgitops import __version__
 from cosgitops.validate.diagnostics import Diagnostic, Report
-from cosgitops.validate.rules import RULES, rule
 
 FORMATS = ("text", "json", "sarif", "github")
 INFORMATION_URI = "https://cosgitops.dev/docs/validate"
@@ -54,6 +53,8 @@ def render_json(report: Report) -> str:
 def render_sarif(report: Report) -> str:
     """SARIF 2.1.0 for ``github/codeql-action/upload-sarif`` (paths relative to the
     checkout, which is where the command runs in a workflow)."""
+    from cosgitops.validate.rules import RULES, rule
+
     used = sorted({d.rule for d in report.diagnostics} | set(RULES))
     index = {rule_id: position for position, rule_id in enumerate(used)}
     rules = []

@@ -6,13 +6,12 @@ change meaning once released.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cosgitops.validate.diagnostics import Severity
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     id: str
     severity: Severity  # the usual severity (a few rules report both)
     summary: str

@@ -17,10 +17,9 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cosgitops.errors import CosgitopsError
 
@@ -28,8 +27,7 @@ from cosgitops.errors import CosgitopsError
 PathLink = tuple[Any, Any] | None
 
 
-@dataclass(frozen=True)
-class SchemaIssue:
+class SchemaIssue(NamedTuple):
     path: tuple[str | int, ...]
     message: str
     keyword: str

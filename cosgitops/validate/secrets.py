@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 _NEEDLE = b"PRIVATE KEY"
 _BEGIN_RE = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----")
 _MAX_BLOCK_BYTES = 64 * 1024  # an END line further away than this is not the same key
 
 
-@dataclass(frozen=True)
-class KeyFinding:
+class KeyFinding(NamedTuple):
     label: str  # e.g. "ENCRYPTED SIGSTORE PRIVATE KEY"
     line: int  # 1-based
     column: int  # 1-based
@@ -43,7 +41,7 @@ def find_private_keys(data: bytes) -> list[KeyFinding]:
     return findings
 
 
-def scan_file(path: Path, max_bytes: int) -> list[KeyFinding]:
+def scan_file(path: str | os.PathLike[str], max_bytes: int) -> list[KeyFinding]:
     """Scan the first ``max_bytes`` of a regular file; anything else yields nothing
     (opening a FIFO or a device could block or never end)."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,7 +216,16 @@ def test_parallel_and_serial_runs_agree(tmp_path: Path, monkeypatch: pytest.Monk
     serial = validate_paths([root])
     monkeypatch.setattr(engine, "PARALLEL_MIN_FOLDERS", 4)
     monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    forked: list[int] = []
+    run_forked = engine._run_forked
+
+    def counting(parent: Any, chunks: list[Any]) -> Any:
+        forked.append(len(chunks))
+        return run_forked(parent, chunks)
+
+    monkeypatch.setattr(engine, "_run_forked", counting)
     parallel = validate_paths([root])
+    assert forked == [3]
     assert serial.diagnostics == parallel.diagnostics
     assert serial.files_checked == parallel.files_checked == 1 + 30 * 3
     assert len(serial.errors) == 10  # 5 broken derivatives x (name, version)
@@ -287,3 +297,31 @@ def test_diagnostic_paths_are_relative_to_the_current_folder(
     monkeypatch.chdir(repo.parent.parent)
     [diagnostic] = validate_paths([repo]).diagnostics
     assert not os.path.isabs(diagnostic.file)
+
+
+def test_file_names_agree_with_the_model() -> None:
+    assert engine.REPOSITORY_FILE == model.REPOSITORY_FILE
+    assert engine.DERIVATIVES_DIR == model.DERIVATIVES_DIR
+    assert engine.DERIVATIVE_FILE == model.DERIVATIVE_FILE
+
+
+def test_a_failing_worker_is_redone_in_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repository(tmp_path / "big")
+    for index in range(12):
+        add_derivative(root, f"d-{index:02d}", version="1.0" if index == 5 else "1.0.0")
+    serial = validate_paths([root])
+    parent = os.getpid()
+    run_chunk = engine._run_chunk
+
+    def failing_in_children(session: Any, tasks: Any) -> Any:
+        if os.getpid() != parent:
+            raise RuntimeError("a worker broke")
+        return run_chunk(session, tasks)
+
+    monkeypatch.setattr(engine, "_run_chunk", failing_in_children)
+    monkeypatch.setattr(engine, "PARALLEL_MIN_FOLDERS", 4)
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert validate_paths([root]).diagnostics == serial.diagnostics
+    assert len(serial.errors) == 1
