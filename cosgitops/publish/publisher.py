@@ -28,6 +28,7 @@ from cosgitops.errors import (
 from cosgitops.progress import NULL_PROGRESS, Progress
 from cosgitops.publish import elemental, paths, releases
 from cosgitops.publish.lock import publish_lock
+from cosgitops.publish.prune import prune_metadata
 from cosgitops.publish.reader import IndexView, derivative_manifests, manifest_of, open_index
 from cosgitops.publish.rolekeys import DEV_KEY_WARNING, KeyRing, RoleKey, password_for
 from cosgitops.publish.tufrepo import CommitResult, Index, IndexTransaction, latest_root_version
@@ -130,9 +131,14 @@ class PublishResult(IndexChange):
 @dataclass
 class RefreshResult(IndexChange):
     resigned: list[str] = field(default_factory=list)
+    pruned: list[Path] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.index_json(), "resigned": list(self.resigned)}
+        return {
+            **self.index_json(),
+            "resigned": list(self.resigned),
+            "pruned": [p.name for p in self.pruned],
+        }
 
 
 @dataclass
@@ -359,11 +365,13 @@ def refresh(
     limits: Limits = DEFAULT_LIMITS,
     force: bool = False,
     export_channels: bool = True,
+    prune: bool = True,
 ) -> RefreshResult:
     """Re-sign ``timestamp`` (always), ``snapshot`` and any targets-type role with less
     than half its validity left (all of them with ``force``), and ``root`` when it nears
     expiry and its keys are at hand. Run it on a schedule shorter than half the
-    timestamp's lifetime."""
+    timestamp's lifetime. With ``prune``, metadata unreferenced for longer than a
+    timestamp lives (plus a day) is removed (:mod:`.prune`)."""
     moment = _now(now)
     ring = keyring or KeyRing.for_repository(repository)
     public_dir = public_dir_of(repository)
@@ -401,6 +409,9 @@ def refresh(
         result.record(transaction.commit())
         if export_channels:
             result.channel_files = _export_channels(index, index.derivatives())
+        if prune:
+            window = timedelta(days=int(days["timestamp"]) + 1)
+            result.pruned = prune_metadata(index, window=window)
         return result
 
     return _locked(public_dir, limits, attempt, _set_attempts)

@@ -55,7 +55,7 @@ def expiry_kind(role: str) -> str:
     return role if role in paths.TOP_LEVEL_ROLES else "targets"
 
 
-def _read_metadata(path: Path) -> Metadata[Any]:
+def read_metadata_file(path: Path) -> Metadata[Any]:
     from cosgitops.publish.tufapi import Metadata
 
     try:
@@ -89,7 +89,7 @@ def read_timestamp_version(metadata_dir: Path) -> int:
     path = metadata_dir / paths.metadata_file("timestamp")
     if not path.exists():
         return 0
-    return int(_read_metadata(path).signed.version)
+    return int(read_metadata_file(path).signed.version)
 
 
 class Index:
@@ -114,15 +114,15 @@ class Index:
     def load(self) -> None:
         root_version = latest_root_version(self.metadata_dir)
         if root_version:
-            self.root = _read_metadata(
+            self.root = read_metadata_file(
                 self.metadata_dir / paths.metadata_file("root", root_version)
             )
         timestamp_path = self.metadata_dir / paths.metadata_file("timestamp")
         if self.root is None or not timestamp_path.exists():
             return
-        self.timestamp = _read_metadata(timestamp_path)
+        self.timestamp = read_metadata_file(timestamp_path)
         snapshot_version = self.timestamp.signed.snapshot_meta.version
-        self.snapshot = _read_metadata(
+        self.snapshot = read_metadata_file(
             self.metadata_dir / paths.metadata_file("snapshot", snapshot_version)
         )
         self.targets = self.role("targets")
@@ -156,7 +156,7 @@ class Index:
         version = self.role_version(name)
         if version is None:
             raise NotFoundError(f"role {name!r} is not in the index's snapshot")
-        loaded = _read_metadata(self.metadata_dir / paths.metadata_file(name, version))
+        loaded = read_metadata_file(self.metadata_dir / paths.metadata_file(name, version))
         self._roles[name] = loaded
         return loaded
 
