@@ -136,13 +136,21 @@ def source_date_epoch(root: Path) -> int:
 
 def listed_files(root: Path) -> list[Path] | None:
     """Files under ``root`` that git would commit: tracked ones still present plus
-    untracked ones not ignored. None when ``root`` is not inside a git repository."""
+    untracked ones not ignored. None when ``root`` is not inside a git repository, or
+    when that repository ignores ``root`` itself (then git says nothing about it)."""
     import git
 
     if not is_git_repository(root):
         return None
+    runner = git.Git(str(root))
     try:
-        output = git.Git(str(root)).ls_files("-z", "--cached", "--others", "--exclude-standard")
+        runner.check_ignore("-q", ".")
+    except git.GitCommandError:
+        pass  # exit status 1: not ignored
+    else:
+        return None
+    try:
+        output = runner.ls_files("-z", "--cached", "--others", "--exclude-standard")
     except git.GitCommandError as exc:
         raise GitError(f"git ls-files in {root} failed: {exc.stderr.strip()}") from exc
     return [root / name for name in dict.fromkeys(output.split("\0")) if name]

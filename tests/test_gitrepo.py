@@ -115,4 +115,6 @@ def test_listed_files(repo: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     assert gitrepo.listed_files(plain) is None
+    # a folder the enclosing repository ignores: git knows nothing about its files
+    assert gitrepo.listed_files(repo / "ignored") is None
     assert os.path.isdir(repo / ".git")

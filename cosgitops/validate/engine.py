@@ -36,9 +36,12 @@ YAML_SUFFIXES = (".yaml", ".yml")
 REPOSITORY_FILE = "cosgitops.yaml"  # = model.REPOSITORY_FILE (a test keeps them equal)
 DERIVATIVES_DIR = "derivatives"
 DERIVATIVE_FILE = "derivative.yaml"
-# Local state cosgitops writes (development keys live there by design, and the
-# scaffold's .gitignore excludes it) and git's own folder are never content.
-_SKIP_DIRS = frozenset((".git", ".cosgitops"))
+# git's own folder is never content.
+_SKIP_DIRS = frozenset((".git",))
+# The local state cosgitops writes at the top of a repository (development keys live
+# there by design); the scaffold's .gitignore excludes it. Outside git it is skipped;
+# in git only what git would commit is scanned, so a committed key is still caught.
+_LOCAL_STATE = ".cosgitops"
 # Below this many derivative folders, forking workers costs more than it saves.
 PARALLEL_MIN_FOLDERS = 200
 
@@ -397,12 +400,14 @@ class _Session:
 
         listed = gitrepo.listed_files(Path(root))
         if listed is None:
-            self.scan_tree(root, root)
+            self.scan_folder(
+                root,
+                root,
+                [entry for entry in os.scandir(root) if entry.name != _LOCAL_STATE],
+            )
             return
         for listed_path in listed:
             path = str(listed_path)
-            if _parts(path, root)[:1] == [".cosgitops"]:
-                continue
             try:
                 mode = os.lstat(path).st_mode
             except OSError:

@@ -186,6 +186,19 @@ def test_git_ignored_files_and_local_state_are_not_scanned(repo: Path) -> None:
     assert validate_paths([repo]).diagnostics == []
     (repo / "untracked.key").write_text(pem)  # would be committed by `git add -A`
     assert found(validate_paths([repo]).diagnostics) == {("untracked.key", "private-key")}
+    (repo / "untracked.key").unlink()
+    (repo / ".gitignore").write_text("secrets/\n")  # local state no longer ignored
+    assert found(validate_paths([repo]).diagnostics) == {("cosign.key", "private-key")}
+
+
+def test_local_state_is_skipped_outside_git(repo: Path) -> None:
+    (repo / ".cosgitops" / "keys").mkdir(parents=True)
+    (repo / ".cosgitops" / "keys" / "cosign.key").write_text(private_key_pem())
+    assert validate_paths([repo]).diagnostics == []
+    nested = repo / "derivatives" / "edge" / "overlay" / ".cosgitops"
+    nested.mkdir()
+    (nested / "key.pem").write_text(private_key_pem())  # not the local state: content
+    assert found(validate_paths([repo]).diagnostics) == {("key.pem", "private-key")}
 
 
 def test_files_outside_a_repository_are_recognised_by_content(tmp_path: Path) -> None:
@@ -325,3 +338,20 @@ def test_a_failing_worker_is_redone_in_the_parent(
     monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     assert validate_paths([root]).diagnostics == serial.diagnostics
     assert len(serial.errors) == 1
+
+
+def test_a_repository_ignored_by_an_enclosing_git_repository_is_still_scanned(
+    tmp_path: Path,
+) -> None:
+    """`cosgitops init demo-repo` inside another checkout that ignores demo-repo/."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (outer / ".gitignore").write_text("demo-repo/\n")
+    git_init(outer)
+    root = make_repository(outer / "demo-repo", "edge")
+    (root / "derivatives" / "edge" / "overlay" / "etc" / "tls.key").write_text(private_key_pem())
+    (root / "stray.key").write_text(private_key_pem())
+    assert found(validate_paths([root]).diagnostics) == {
+        ("tls.key", "private-key"),
+        ("stray.key", "private-key"),
+    }
