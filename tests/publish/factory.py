@@ -104,7 +104,7 @@ class Client:
         self.bootstrap = bootstrap or (public_dir / "metadata" / "1.root.json").read_bytes()
 
     def updater(self) -> Any:
-        from tuf.ngclient import Updater
+        from tuf.ngclient.updater import Updater
 
         return Updater(
             str(self.metadata_dir),

@@ -64,7 +64,7 @@ def test_names_that_cannot_be_roles_are_refused(name: str) -> None:
 
 
 def test_delegation_patterns_match_only_their_own_files() -> None:
-    from tuf.api.metadata import DelegatedRole
+    from cosgitops.publish.tufapi import DelegatedRole
 
     digit = paths.shard_of("kiosk")
     shard = DelegatedRole("shard", [], 1, True, paths.shard_paths(digit))
