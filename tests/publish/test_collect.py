@@ -132,6 +132,7 @@ def test_publish_command_collects_signs_checks_and_publishes(
     make_repo(
         root,
         {"kiosk": {"version": "1.2.0", "release": {"channels": ["stable"]}}},
+        {".gitignore": ".cosgitops/\npublic/\n"},  # as `cosgitops init` writes it
     )
     write_keypair(root / ".cosgitops" / "keys" / "cosign", b"")  # the development signing key
     _push_release(root, "kiosk", "1.2.0", key=".cosgitops/keys/cosign.key")
