@@ -199,12 +199,18 @@ def read_source(
             )
         chunks = []
         remaining = limits.yaml_max_bytes + 1
+        # Ask for the size fstat reported (plus one byte, to notice growth): one read
+        # for the usual small file, and no megabyte buffer allocated for it.
+        want = min(remaining, info.st_size + 1)
         while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
+            if len(chunk) < want:
+                break  # a short read of a regular file: the end
+            want = min(remaining, 1 << 20)
     except OSError as exc:
         return None, SourceProblem(
             "file-unreadable", f"cannot read the file: {exc.strerror or exc}", 1, 1, None
@@ -941,14 +947,26 @@ class _NodeComposer(_Composer):
             return self._mapping(node, depth), None
         return self._sequence(node, depth), None
 
+    # _sequence and _mapping convert plain scalars inline: they are most of a document,
+    # and a call per scalar is a good part of the fast path's cost.
+
     def _sequence(self, node: Any, depth: int) -> list[Any]:
         items: list[Any] = []
         slots: list[_Slot] = []
         self.container_slots[id(items)] = slots
-        convert = self._value
+        track = self.track
         for child in node.value:
-            value, raw = convert(child, depth + 1)
             mark = child.start_mark
+            tag: Any = child.tag
+            if type(child) is _ScalarNode and type(tag) is slice and not track:
+                text = child.value
+                if child.style or (text and text[0] not in _MAYBE_SPECIAL):
+                    value, raw = text, None
+                else:
+                    value = resolve_plain(text)
+                    raw = None if type(value) is str else text
+            else:
+                value, raw = self._value(child, depth + 1)
             items.append(value)
             slots.append((mark.line, mark.column, mark.line, mark.column, raw))
         return items
@@ -958,11 +976,11 @@ class _NodeComposer(_Composer):
         slots: dict[Any, _Slot] = {}
         self.container_slots[id(result)] = slots
         merges: list[tuple[Any, tuple[int, int]]] = []
-        convert = self._value
+        track = self.track
         for key_node, value_node in node.value:
             key_mark = key_node.start_mark
             if type(key_node) is not _ScalarNode:
-                convert(key_node, depth + 1)
+                self._value(key_node, depth + 1)
                 self.problems.append(
                     SourceProblem(
                         "yaml-complex-key",
@@ -972,16 +990,25 @@ class _NodeComposer(_Composer):
                         "use a string key",
                     )
                 )
-                convert(value_node, depth + 1)
+                self._value(value_node, depth + 1)
                 continue
-            if self.track:
+            if track:
                 self._visit(key_node)
             key = key_node.value  # a key is a name: keep its text as written
             key_tag: Any = key_node.tag
             untagged = type(key_tag) is slice
             if not untagged and key_tag != _STR_TAG:
                 self._tagged_scalar(key_tag, key, key_mark)  # reports the tag
-            value, raw = convert(value_node, depth + 1)
+            tag: Any = value_node.tag
+            if type(value_node) is _ScalarNode and type(tag) is slice and not track:
+                text = value_node.value
+                if value_node.style or (text and text[0] not in _MAYBE_SPECIAL):
+                    value, raw = text, None
+                else:
+                    value = resolve_plain(text)
+                    raw = None if type(value) is str else text
+            else:
+                value, raw = self._value(value_node, depth + 1)
             if key == "<<" and untagged and not key_node.style:
                 merges.append((value, (key_mark.line, key_mark.column)))
                 continue

@@ -70,7 +70,8 @@ class _DerivativeResult(NamedTuple):
 
 
 def _join(*parts: str) -> str:
-    return os.path.join(*parts)
+    """Join absolute, normalised path strings (cheaper than os.path.join on a hot path)."""
+    return os.sep.join((parts[0].rstrip(os.sep), *parts[1:]))
 
 
 def _inside(path: str, boundary: str) -> bool:
@@ -528,13 +529,15 @@ class _Session:
     # ---------------------------------------------------------------- entry points
 
     def path(self, path: str, as_kind: str | None) -> None:
-        if not os.path.lexists(path):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
             self.emit(path, (1, 1), "error", "file-unreadable", "no such file or folder")
             return
         if as_kind is not None:
             self.forced(path, as_kind)
             return
-        if os.path.isdir(path) and not os.path.islink(path):
+        if stat.S_ISDIR(mode):
             self.folder(path)
             return
         root = self.root_of(os.path.dirname(path))
@@ -827,7 +830,8 @@ def validate_paths(
     as_kind: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Report:
-    """Validate files and folders (the current folder when ``paths`` is empty).
+    """Validate files and folders (with no ``paths``, the current folder, which must
+    be inside a repository: :class:`ConfigError` otherwise).
 
     ``against`` names a git ref: derivatives that changed since it must have a greater
     version, and no version may be lower than there. ``as_kind`` reads every file as
@@ -835,8 +839,11 @@ def validate_paths(
     """
     if as_kind is not None and as_kind not in KINDS:
         raise UsageError(f"unknown kind {as_kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    if not paths:
+        find_repository_root(Path.cwd())  # no paths: only inside a repository
+        paths = [Path.cwd()]
     session = _Session(limits)
-    for path in paths or [Path.cwd()]:
+    for path in paths:
         session.path(os.path.abspath(path), as_kind)
     session.run()
     if against is not None:

@@ -609,39 +609,45 @@ def _assemble(
     # an integral float still counts as an integer, as JSON Schema says.
     fast_types = frozenset(t for name in type_names for t in _PYTHON_TYPES[name])
     float_is_integer = "integer" in type_names and "number" not in type_names
+    by_kind: dict[type, tuple[Check, ...]] = {
+        kind: tuple(found)
+        for kind, found in (
+            (dict, object_checks),
+            (list, array_checks),
+            (str, string_checks),
+            (int, number_checks),
+            (float, number_checks),
+        )
+        if found
+    }
+    generic = tuple(checks)
+    no_checks: tuple[Check, ...] = ()
 
-    def type_ok(value: Any) -> bool:
-        kind = type(value)
-        if kind in fast_types:
-            return True
-        return float_is_integer and kind is float and _is_type(value, "integer")
-
-    def validate(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-        if type_names and not type_ok(value):
-            out.append(
-                issue(
-                    path,
-                    f"expected {wanted}, found {_article(json_type(value))}"
-                    + (f" ({describe(value)})" if not isinstance(value, (dict, list)) else ""),
-                    "type",
-                    expected=type_names,
-                )
+    def wrong_type(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
+        out.append(
+            issue(
+                path,
+                f"expected {wanted}, found {_article(json_type(value))}"
+                + (f" ({describe(value)})" if not isinstance(value, (dict, list)) else ""),
+                "type",
+                expected=type_names,
             )
-            return
+        )
+
+    # This runs once per value of every document: it is kept to a dictionary lookup
+    # and the checks that apply to the value's kind.
+    def validate(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
         kind = type(value)
-        if kind is dict:
-            for check in object_checks:
-                check(value, path, out)
-        elif kind is list:
-            for check in array_checks:
-                check(value, path, out)
-        elif kind is str:
-            for check in string_checks:
-                check(value, path, out)
-        elif kind is int or kind is float:
-            for check in number_checks:
-                check(value, path, out)
-        for check in checks:
+        if (
+            fast_types
+            and kind not in fast_types
+            and not (float_is_integer and kind is float and _is_type(value, "integer"))
+        ):
+            wrong_type(value, path, out)
+            return
+        for check in by_kind.get(kind, no_checks):
+            check(value, path, out)
+        for check in generic:
             check(value, path, out)
 
     return validate

@@ -41,6 +41,9 @@ def test_no_paths_means_the_current_folder(repo: Path, monkeypatch: pytest.Monke
     assert validate_paths([]).ok  # only edge is in scope
     monkeypatch.chdir(repo)
     assert not validate_paths([]).ok
+    monkeypatch.chdir(repo.parent)  # not a repository: walking it is not what anyone wants
+    with pytest.raises(ConfigError):
+        validate_paths([])
 
 
 def test_name_must_match_its_folder(repo: Path) -> None:
