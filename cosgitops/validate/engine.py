@@ -185,7 +185,9 @@ class _Session:
             hint=finding.hint,
         )
 
-    def emit_schema_issue(self, path: str, document: SourceDocument, issue: SchemaIssue) -> None:
+    def emit_schema_issue(
+        self, path: str, document: SourceDocument, issue: SchemaIssue, kind: str
+    ) -> None:
         rule, message, hint = issue.rule, issue.message, issue.hint
         if issue.keyword == "type" and "string" in issue.expected:
             written = document.plain_text(issue.path)
@@ -194,6 +196,9 @@ class _Session:
                 message = _implicit_type_message(written, _value_at(document.value, issue.path))
                 key = issue.path[-1] if issue.path and isinstance(issue.path[-1], str) else None
                 hint = f'quote it: {key}: "{written}"' if key else f'quote it: "{written}"'
+                still = _problem_as_string(document.value, issue.path, written, kind)
+                if still is not None:  # quoting alone will not do: say what else is wrong
+                    hint = f"{hint}; but as a string it {still}"
         elif rule == "version-semver":
             value = _value_at(document.value, issue.path)
             if isinstance(value, str):
@@ -336,7 +341,7 @@ class _Session:
         if document is None:
             return None
         for issue in schema_for(kind).validate(document.value):
-            self.emit_schema_issue(path, document, issue)
+            self.emit_schema_issue(path, document, issue, kind)
         findings: Iterable[Finding]
         if kind == "derivative":
             findings = semantic.check_derivative(
@@ -537,6 +542,9 @@ class _Session:
         if as_kind is not None:
             self.forced(path, as_kind)
             return
+        if stat.S_ISLNK(mode) and os.path.isdir(path):
+            path = os.path.realpath(path)  # a folder named through a link on the command line
+            mode = stat.S_IFDIR
         if stat.S_ISDIR(mode):
             self.folder(path)
             return
@@ -776,6 +784,29 @@ def _value_at(value: Any, path: Sequence[str | int]) -> Any:
         else:
             value = value[part]
     return value
+
+
+def _problem_as_string(value: Any, path: tuple[str | int, ...], text: str, kind: str) -> str | None:
+    """What the schema says about ``text`` at ``path``, were it quoted (None if fine)."""
+    import copy
+
+    if not path:
+        return None
+    patched = copy.deepcopy(value)
+    parent = _value_at(patched, path[:-1])
+    try:
+        parent[path[-1]] = text
+    except (TypeError, IndexError, KeyError):
+        return None
+    for issue in schema_for(kind).validate(patched):
+        if issue.path == path:
+            message = issue.message
+            if issue.rule == "version-semver":
+                message = f"is not a SemVer version ({semantic.version_hint(text) or issue.hint})"
+            elif message.startswith(describe(text)):
+                message = message[len(describe(text)) :].strip()
+            return message
+    return None
 
 
 def _implicit_type_message(written: str, value: Any) -> str:

@@ -358,3 +358,23 @@ def test_a_repository_ignored_by_an_enclosing_git_repository_is_still_scanned(
         ("tls.key", "private-key"),
         ("stray.key", "private-key"),
     }
+
+
+def test_a_repository_named_through_a_symlink(repo: Path, tmp_path: Path) -> None:
+    (repo / "derivatives" / "lab" / "derivative.yaml").write_text("kind: [\n")
+    link = tmp_path / "link"
+    link.symlink_to(repo)
+    report = validate_paths([link])
+    assert [d.rule for d in report.diagnostics] == ["yaml-syntax"]
+
+
+def test_the_quoting_hint_says_when_quoting_is_not_enough(tmp_path: Path) -> None:
+    path = tmp_path / "derivative.yaml"
+    path.write_text(derivative_yaml("edge", version="1.4"))
+    [diagnostic] = validate_paths([path]).diagnostics
+    assert diagnostic.rule == "yaml-implicit-type"
+    assert diagnostic.hint is not None
+    assert diagnostic.hint.startswith('quote it: version: "1.4"; but as a string it is not a SemVer')
+    path.write_text(derivative_yaml("edge", version="2.0").replace("name: edge", "name: 12"))
+    hints = {d.pointer: d.hint for d in validate_paths([path]).diagnostics}
+    assert hints["/metadata/name"] == 'quote it: name: "12"'  # "12" is a fine name
