@@ -497,13 +497,14 @@ class _Session:
         cloud_config = _relative_setting(document, "cloudConfig", "oem")
         if cloud_config is None:
             return
+        directory = _join(folder, cloud_config)
         listed = entries.get(cloud_config)
         if listed is not None:  # the usual case, a direct subfolder: its type is known
             is_link, is_dir = listed.is_symlink(), listed.is_dir()
+        elif "/" not in cloud_config:
+            return  # not in the listing: there is no such folder
         else:
-            directory = _join(folder, cloud_config)
             is_link, is_dir = os.path.islink(directory), os.path.isdir(directory)
-        directory = _join(folder, cloud_config)
         if not is_dir or (is_link and not _inside(directory, boundary)):
             return  # an escaping link is reported by the tree scan
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
