@@ -1,9 +1,8 @@
 """Safe YAML loading that remembers where every value came from.
 
 PyYAML's loaders keep the last of two duplicate keys, expand aliases without a budget
-and forget positions once a value is built. This module drives libyaml's event parser
-itself and composes plain Python values (dict, list, str, int, float, bool, None)
-while it:
+and forget positions once a value is built. This module builds plain Python values
+(dict, list, str, int, float, bool, None) from libyaml's output itself, while it:
 
 * refuses files over a size limit, binary content and anything that is not UTF-8,
 * refuses duplicate keys, unknown tags, complex keys and several documents,
@@ -15,6 +14,11 @@ while it:
 
 Scalars resolve as YAML 1.1 (PyYAML's ``SafeLoader``), plus YAML 1.2's ``0o`` octal;
 timestamps stay strings so every value is JSON-compatible.
+
+Two ways in, with the same results (a test compares them on every fixture): small files
+go through libyaml's C composer and a conversion of its nodes (the fast path); large
+files, and any file with an alias or a problem that stops reading, go through an event
+loop that applies every budget as it reads and locates aliases exactly.
 
 Bad input never raises from :func:`parse_yaml`; it returns located
 :class:`SourceProblem` s. :func:`load_yaml` is the convenience that raises
@@ -462,8 +466,7 @@ def parse_yaml(
     if problems:
         return ParseResult(None, problems)
     composer: _Composer | _NodeComposer
-    # A node takes at least a byte, so below both limits no budget can be exceeded.
-    if len(data) <= min(FAST_PATH_MAX_BYTES, limits.yaml_max_nodes):
+    if len(data) <= FAST_PATH_MAX_BYTES:
         composer = _NodeComposer(data, name, limits)
         try:
             return _finish(composer, data)
@@ -843,9 +846,8 @@ class _Composer:
 
 # Files up to this size are composed by libyaml's C composer and then converted, which
 # is about twice as fast as the event loop above. The composer builds every node before
-# the budgets can be applied, so it is only used where that is small anyway (a node
-# needs at least two bytes of input); larger files take the event loop, which stops
-# at the first node over a budget.
+# the budgets can be checked, so it is only used where that costs little memory anyway;
+# larger files take the event loop, which stops at the first node over a budget.
 FAST_PATH_MAX_BYTES = 64 * 1024
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -906,6 +908,12 @@ class _NodeComposer(_Composer):
                 )
             )
         value, raw = self._value(node, 1)
+        nodes = 1 + sum(
+            2 * len(slots) if isinstance(slots, dict) else len(slots)
+            for slots in self.container_slots.values()
+        )
+        if nodes > self.limits.yaml_max_nodes:
+            raise _UseEvents  # the event path stops at the node over the budget
         mark = node.start_mark
         root: _Slot = (mark.line, mark.column, mark.line, mark.column, raw)
         return SourceDocument(self.name, value, self.container_slots, root, self.data)
