@@ -374,7 +374,8 @@ def test_the_quoting_hint_says_when_quoting_is_not_enough(tmp_path: Path) -> Non
     [diagnostic] = validate_paths([path]).diagnostics
     assert diagnostic.rule == "yaml-implicit-type"
     assert diagnostic.hint is not None
-    assert diagnostic.hint.startswith('quote it: version: "1.4"; but as a string it is not a SemVer')
+    assert diagnostic.hint.startswith('quote it: version: "1.4"; but as a string it is not')
+    assert "SemVer" in diagnostic.hint
     path.write_text(derivative_yaml("edge", version="2.0").replace("name: edge", "name: 12"))
     hints = {d.pointer: d.hint for d in validate_paths([path]).diagnostics}
     assert hints["/metadata/name"] == 'quote it: name: "12"'  # "12" is a fine name
