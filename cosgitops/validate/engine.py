@@ -133,6 +133,9 @@ class _Session:
     def __init__(self, limits: Limits, cwd: str | None = None) -> None:
         self.limits = limits
         self.cwd = cwd or os.getcwd()
+        # load_repository builds the model from whole values; a validation run needs
+        # only names and versions (and ships less between processes).
+        self.keep_values = False
         self.diagnostics: list[Diagnostic] = []
         self.looked_at: set[str] = set()
         self.scanned: set[str] = set()
@@ -489,7 +492,7 @@ class _Session:
                     folder,
                     definition,
                     root,
-                    document.value,
+                    document.value if self.keep_values else _essentials(document.value),
                     document.locate(("metadata", "name")),
                     document.locate(("spec", "version")),
                 )
@@ -726,6 +729,7 @@ def _worker_count(tasks: int) -> int:
 
 def _run_chunk(parent: _Session, tasks: list[tuple[str, str | None]]) -> _Outcome:
     session = _Session(parent.limits, parent.cwd)
+    session.keep_values = parent.keep_values
     session.channels = dict(parent.channels)
     for folder, root in tasks:
         session.derivative_folder(folder, root)
@@ -810,6 +814,14 @@ def _problem_as_string(value: Any, path: tuple[str | int, ...], text: str, kind:
     return None
 
 
+def _essentials(value: Any) -> dict[str, Any]:
+    """The parts of a derivative that checks across derivatives read."""
+    return {
+        "metadata": {"name": _value_at(value, ("metadata", "name"))},
+        "spec": {"version": _value_at(value, ("spec", "version"))},
+    }
+
+
 def _implicit_type_message(written: str, value: Any) -> str:
     if written == "":
         return "the value is empty (null) where a string is expected"
@@ -892,6 +904,7 @@ def load_repository(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Repositor
             hint="pass the repository's top folder, or create one with `cosgitops init`",
         )
     session = _Session(limits)
+    session.keep_values = True
     session.repository(real_root)
     session.run()
     report = session.report()
