@@ -13,9 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tempfile
-import time
-import traceback
 from typing import Any, NoReturn
 
 import click
@@ -93,6 +90,10 @@ def cli() -> None:
 
 
 def _report_bug(exc: BaseException) -> NoReturn:
+    import tempfile
+    import time
+    import traceback
+
     report_dir = os.environ.get("COSGITOPS_CRASH_DIR") or tempfile.gettempdir()
     path = os.path.join(report_dir, f"cosgitops-crash-{int(time.time())}-{os.getpid()}.txt")
     try:

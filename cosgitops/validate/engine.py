@@ -144,6 +144,10 @@ class _Session:
         self.repositories: dict[str, Any] = {}  # root -> cosgitops.yaml value (None: broken)
         self.channels: dict[str, frozenset[str] | None] = {}
         self.folders: dict[str, _DerivativeResult | None] = {}
+        # overlay folders: an absolute symlink in one names a path inside the image
+        # (/etc/localtime -> /usr/share/zoneinfo/UTC), which the builders pack as a link
+        # and never follow on the build machine, so it cannot leak a host file
+        self.image_roots: set[str] = set()
         self.pending: dict[str, str | None] = {}  # derivative folder -> its repository
         self.full: list[str] = []  # repositories validated as a whole
 
@@ -271,6 +275,12 @@ class _Session:
             return
         self.scan_folder(top, boundary, None)
 
+    def is_image_path_link(self, path: str) -> bool:
+        """An absolute symlink inside a derivative's overlay (see ``image_roots``)."""
+        if not self.image_roots or not os.readlink(path).startswith("/"):
+            return False
+        return any(path.startswith(root + os.sep) for root in self.image_roots)
+
     def scan_folder(
         self, top: str, boundary: str, entries: Iterable[os.DirEntry[str]] | None
     ) -> None:
@@ -289,6 +299,8 @@ class _Session:
                     listing = []
             for entry in listing:
                 if entry.is_symlink():
+                    if self.is_image_path_link(entry.path):
+                        continue
                     if not _inside(entry.path, boundary):
                         self.escape(entry.path, boundary)
                     elif not entry.is_dir():
@@ -496,6 +508,9 @@ class _Session:
                     document.locate(("metadata", "name")),
                     document.locate(("spec", "version")),
                 )
+        overlay = _relative_setting(document, "overlay", "overlay")
+        if overlay is not None:
+            self.image_roots.add(_join(folder, *overlay.strip("/").split("/")))
         self.scan_folder(folder, boundary, entries.values())
         cloud_config = _relative_setting(document, "cloudConfig", "oem")
         if cloud_config is None:

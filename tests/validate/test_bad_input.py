@@ -274,12 +274,13 @@ def _symlink_definition(tmp: Path) -> list[str]:
     return paths
 
 
-@case("an overlay symlink to /etc/shadow", "path-escape")
+@case("an overlay symlink climbing to the host's /etc/shadow", "path-escape")
 def _symlink_overlay(tmp: Path) -> list[str]:
     paths = repo_with_definition(tmp, derivative_yaml("edge"))
     overlay = Path(paths[0]).parent / "overlay" / "etc"
     overlay.mkdir(parents=True)
-    (overlay / "shadow").symlink_to("/etc/shadow")
+    # relative, so it resolves on the build machine (an absolute link is an image path)
+    (overlay / "shadow").symlink_to("../" * 32 + "etc/shadow")
     return paths
 
 
