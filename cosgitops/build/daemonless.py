@@ -23,7 +23,6 @@ from cosgitops.build.image import (
     OS_RELEASE_LABEL,
     OS_RELEASE_PATH,
     HistoryStep,
-    Platform,
     base_os_release,
     canonical_json,
     image_config,
@@ -31,6 +30,7 @@ from cosgitops.build.image import (
     image_manifest,
     select_platform,
 )
+from cosgitops.oci.platform import Platform
 from cosgitops.build.inputs import BuildInputs
 from cosgitops.build.layers import LAYER_EPOCH, LayerBlob, content_entries, write_layer
 from cosgitops.build.result import BuildResult, model_layers

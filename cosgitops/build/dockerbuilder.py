@@ -22,11 +22,11 @@ from typing import IO, Any, cast
 
 from cosgitops.build.image import (
     OS_RELEASE_LABEL,
-    Platform,
     canonical_json,
     encode_os_release_label,
     image_manifest,
 )
+from cosgitops.oci.platform import Platform
 from cosgitops.build.inputs import BuildInputs
 from cosgitops.build.layers import GzipWriter, HashingWriter
 from cosgitops.build.render import docker_base_name, label_value, render_context

@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cosgitops.errors import BuildError, RemoteDataError, UsageError
+from cosgitops.errors import BuildError, NotFoundError, RemoteDataError
 from cosgitops.oci.media import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
+from cosgitops.oci.platform import Platform
+from cosgitops.oci.platform import select_platform as oci_select_platform
 from cosgitops.oci.store import Descriptor
 
 ANNOTATION_PREFIX = "org.opencontainers.image."
@@ -60,56 +62,15 @@ def tag_for_version(version: str) -> str:
 # ---------------------------------------------------------------- platforms
 
 
-@dataclass(frozen=True, order=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(
-                f"platform {text!r} is not OS/ARCH[/VARIANT]", hint="e.g. linux/amd64, linux/arm64"
-            )
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Platform:
-        return cls(str(data.get("os", "")), str(data.get("architecture", "")), data.get("variant"))
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def to_json(self) -> dict[str, str]:
-        out = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            out["variant"] = self.variant
-        return out
-
-    def matches(self, other: Platform) -> bool:
-        """``linux/arm64`` matches ``linux/arm64/v8``; an explicit variant must agree."""
-        if (self.os, self.architecture) != (other.os, other.architecture):
-            return False
-        return self.variant is None or other.variant is None or self.variant == other.variant
-
-
 def select_platform(index: Mapping[str, Any], platform: Platform) -> Descriptor:
-    """The manifest descriptor for ``platform`` in an image index."""
-    available: list[str] = []
-    for item in index.get("manifests") or []:
-        descriptor = Descriptor.from_json(item)
-        if descriptor.platform is None:
-            continue
-        candidate = Platform.from_json(descriptor.platform)
-        available.append(str(candidate))
-        if platform.matches(candidate):
-            return descriptor
-    raise BuildError(
-        f"the base image has no {platform} variant (it has: {', '.join(available) or 'none'})",
-        hint="pick a base built for that platform, or change spec.platforms",
-    )
+    """The base index's manifest for ``platform``; a missing one is a build error."""
+    try:
+        return oci_select_platform(index, platform)
+    except NotFoundError as exc:
+        raise BuildError(
+            f"the base image has no {platform} variant ({exc.message.split('(', 1)[-1]}",
+            hint="pick a base built for that platform, or change spec.platforms",
+        ) from exc
 
 
 # ---------------------------------------------------------------- os-release

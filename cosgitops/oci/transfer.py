@@ -11,77 +11,19 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
-from cosgitops.errors import NotFoundError, RemoteDataError, UsageError
+from cosgitops.errors import NotFoundError, RemoteDataError
 from cosgitops.oci.layout import OCILayoutStore
 from cosgitops.oci.media import MANIFEST_TYPES
+from cosgitops.oci.platform import select_platform
 from cosgitops.oci.registry import RegistryStore
 from cosgitops.oci.store import Descriptor, ImageStore, ManifestData
 from cosgitops.progress import Progress
 
 _MAX_INDEX_DEPTH = 4
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        """``linux/amd64``, ``linux/arm64/v8``, ``linux/arm/v7``."""
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(
-                f"{text!r} is not a platform", hint="write OS/ARCH[/VARIANT], e.g. linux/amd64"
-            )
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def matches(self, platform: Any) -> bool:
-        """Whether an index entry's ``platform`` object is this platform (arm64's
-        default variant v8 may be left out on either side)."""
-        if not isinstance(platform, dict):
-            return False
-        if platform.get("os") != self.os or platform.get("architecture") != self.architecture:
-            return False
-        theirs = platform.get("variant") or None
-        ours = self.variant
-        if self.architecture == "arm64":
-            theirs = None if theirs == "v8" else theirs
-            ours = None if ours == "v8" else ours
-        return ours is None or theirs == ours
-
-
-def select_platform(index: ManifestData, platform: str | Platform) -> Descriptor:
-    """The entry of an image index for ``platform`` (the first that matches)."""
-    wanted = Platform.parse(platform) if isinstance(platform, str) else platform
-    children = index.children()
-    for child in children:
-        if child.media_type in MANIFEST_TYPES and wanted.matches(child.platform):
-            return child
-    available = sorted(
-        {_platform_text(c.platform) for c in children if c.platform} - {"unknown/unknown"}
-    )
-    raise NotFoundError(
-        f"image index {index.digest} has no {wanted} image "
-        f"(it has: {', '.join(available) or 'no platforms'})",
-        hint="build the derivative for that platform, or pick one of those listed",
-    )
-
-
-def _platform_text(platform: Any) -> str:
-    os_name = str(platform.get("os") or "unknown")
-    arch = str(platform.get("architecture") or "unknown")
-    variant = platform.get("variant")
-    return f"{os_name}/{arch}/{variant}" if variant else f"{os_name}/{arch}"
 
 
 def fetch_image_manifest(

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from cosgitops.build.image import Platform, canonical_json
+from cosgitops.build.image import canonical_json
 from cosgitops.build.layers import (
     DIR_MODE,
     EXEC_MODE,
@@ -28,6 +28,7 @@ from cosgitops.model import Derivative, Repository
 from cosgitops.oci import media
 from cosgitops.oci.digest import sha256_digest
 from cosgitops.oci.layout import OCILayoutStore
+from cosgitops.oci.platform import Platform
 from cosgitops.oci.store import Descriptor
 
 COMMIT_DATE = "2024-03-04T05:06:07+00:00"

@@ -10,7 +10,6 @@ from cosgitops.build.image import (
     OS_RELEASE_LABEL,
     HistoryStep,
     ImageIdentity,
-    Platform,
     base_os_release,
     canonical_json,
     encode_os_release_label,
@@ -24,6 +23,7 @@ from cosgitops.build.image import (
 )
 from cosgitops.errors import BuildError, RemoteDataError, UsageError
 from cosgitops.oci import media
+from cosgitops.oci.platform import Platform
 from cosgitops.oci.store import Descriptor
 
 EPOCH = 1_709_528_767  # 2024-03-04T05:06:07Z

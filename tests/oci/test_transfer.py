@@ -14,16 +14,11 @@ from cosgitops.errors import IntegrityError, NotFoundError, RemoteDataError, Usa
 from cosgitops.oci import media
 from cosgitops.oci.digest import sha256_digest
 from cosgitops.oci.layout import OCILayoutStore
+from cosgitops.oci.platform import Platform, select_platform
 from cosgitops.oci.reference import parse_reference
 from cosgitops.oci.registry import RegistryStore
 from cosgitops.oci.store import ManifestData, StoreOptions
-from cosgitops.oci.transfer import (
-    Platform,
-    copy_blob,
-    copy_image,
-    fetch_image_manifest,
-    select_platform,
-)
+from cosgitops.oci.transfer import copy_blob, copy_image, fetch_image_manifest
 from tests.helpers.services import RegistryServer, require_binary
 from tests.oci.images import make_image, make_index, push_image, signature_manifest
 from tests.oci.proxy import FaultProxy
