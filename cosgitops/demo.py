@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cosgitops.errors import CosgitopsError, UsageError
+from cosgitops.progress import human_size
 
 Narrate = Callable[[str], Any]
 
@@ -155,15 +156,6 @@ def _set_version(derivative_file: Path, version: str) -> None:
     derivative_file.write_text(updated)
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
 def run_demo(directory: Path, *, force: bool = False, narrate: Narrate | None = None) -> DemoResult:
     """Run the whole story in ``directory``; raise :class:`DemoError` if a step misbehaves."""
     from cosgitops.device.agent import DeviceAgent, DeviceSetup
@@ -261,8 +253,8 @@ def run_demo(directory: Path, *, force: bool = False, narrate: Narrate | None = 
     result.image_size = upgrade.image_bytes
     say(f"   {upgrade.summary}")
     say(
-        f"   downloaded {_human(upgrade.cache.bytes_downloaded)} "
-        f"({len(upgrade.cache.downloaded)} layer(s)) of a {_human(upgrade.image_bytes)} "
+        f"   downloaded {human_size(upgrade.cache.bytes_downloaded)} "
+        f"({len(upgrade.cache.downloaded)} layer(s)) of a {human_size(upgrade.image_bytes)} "
         f"image; reused {len(upgrade.cache.reused)} cached layer(s)"
     )
     boot = agent.boot_check()

@@ -43,7 +43,8 @@ class NullProgress:
 NULL_PROGRESS: Progress = NullProgress()
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """``1.5 MiB``: sizes for people."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -62,7 +63,7 @@ class _LineTask:
         self._done += amount
 
     def close(self) -> None:
-        size = f" ({_human(self._done)})" if self._done else ""
+        size = f" ({human_size(self._done)})" if self._done else ""
         print(f"{self._description}: done{size}", file=self._stream, flush=True)
 
 

@@ -8,28 +8,12 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from cosgitops.commands.common import load_repository_at, repo_option
 from cosgitops.errors import UsageError
 
 if TYPE_CHECKING:
     from cosgitops.build import BuilderChoice
-    from cosgitops.model import Derivative, Repository
-
-_REPO_OPTION = click.option(
-    "-C",
-    "--repo",
-    "repo",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The cosgitops repository (or any folder inside it).",
-)
-
-
-def _load(repo: Path) -> tuple[Repository, dict[str, Derivative]]:
-    from cosgitops.validate import find_repository_root, load_repository
-
-    tree = load_repository(find_repository_root(repo))
-    return tree.repository, dict(tree.derivatives)
+    from cosgitops.model import Derivative
 
 
 def _derivative(derivatives: dict[str, Derivative], name: str) -> Derivative:
@@ -53,13 +37,13 @@ def _derivative(derivatives: dict[str, Derivative], name: str) -> Derivative:
     show_default=True,
     help='json: {"include": [{"name", "version", "builder", "folder"}]}, a GitHub Actions matrix.',
 )
-@_REPO_OPTION
+@repo_option
 def plan_command(*, since: str | None, until: str | None, output_format: str, repo: Path) -> None:
     """List the derivatives that changed since a git ref (all of them without --since,
     or when cosgitops.yaml changed)."""
     from cosgitops.build.plan import plan_repository
 
-    repository, derivatives = _load(repo)
+    repository, derivatives = load_repository_at(repo)
     result = plan_repository(repository, derivatives, since=since, until=until)
     if output_format == "json":
         click.echo(json.dumps(result.matrix(), separators=(",", ":")))
@@ -82,13 +66,13 @@ def plan_command(*, since: str | None, until: str | None, output_format: str, re
     type=click.Path(path_type=Path),
     help="Folder to write the build context to (new, empty, or an earlier render).",
 )
-@_REPO_OPTION
+@repo_option
 def render_command(*, name: str, output: Path, repo: Path) -> None:
     """Write a build context (Dockerfile + files) that plain `docker build DIR` builds."""
     from cosgitops.build.inputs import collect_inputs
     from cosgitops.build.render import render_context
 
-    repository, derivatives = _load(repo)
+    repository, derivatives = load_repository_at(repo)
     inputs = collect_inputs(repository, _derivative(derivatives, name))
     rendered = render_context(inputs, output)
     click.echo(f"rendered {name} to {rendered.directory} (FROM {rendered.base_image})", err=True)
@@ -127,7 +111,7 @@ def render_command(*, name: str, output: Path, repo: Path) -> None:
     show_default=True,
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_REPO_OPTION
+@repo_option
 def build_command(
     *,
     name: str,
@@ -145,7 +129,7 @@ def build_command(
     from cosgitops.oci.store import StoreOptions
     from cosgitops.progress import terminal_progress
 
-    repository, derivatives = _load(repo)
+    repository, derivatives = load_repository_at(repo)
     progress = terminal_progress(quiet=quiet)
     result = build_derivative(
         repository,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from cosgitops.errors import UsageError
+from cosgitops.progress import human_size
 
 ROOT_ENV = "COSGITOPS_DEVICE_ROOT"
 
@@ -49,15 +50,6 @@ def _emit_json(data: Any) -> None:
 
 def _short(digest: str | None) -> str:
     return (digest or "")[:19]
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 @click.group("device")
@@ -322,7 +314,7 @@ def _render_upgrade(report: Any, output_format: str) -> None:
     )
     click.echo(
         f"downloaded {len(report.cache.downloaded)} layer(s), "
-        f"{_human(report.cache.bytes_downloaded)} of {_human(report.image_bytes)}; "
+        f"{human_size(report.cache.bytes_downloaded)} of {human_size(report.image_bytes)}; "
         f"reused {len(report.cache.reused)} cached layer(s)"
     )
     if report.pending:

@@ -9,36 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cosgitops.commands.common import format_option, load_repository_at, repo_option
 from cosgitops.errors import UsageError
 
 if TYPE_CHECKING:
-    from cosgitops.model import Derivative, ReleaseManifest, Repository
+    from cosgitops.model import ReleaseManifest
     from cosgitops.publish.publisher import IndexChange
-
-_REPO_OPTION = click.option(
-    "-C",
-    "--repo",
-    "repo",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The cosgitops repository (or any folder inside it).",
-)
-_FORMAT_OPTION = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: the result as one JSON object on stdout.",
-)
-
-
-def _load(repo: Path) -> tuple[Repository, dict[str, Derivative]]:
-    from cosgitops.validate import find_repository_root, load_repository
-
-    tree = load_repository(find_repository_root(repo))
-    return tree.repository, dict(tree.derivatives)
 
 
 def _read_manifests(files: tuple[Path, ...]) -> list[ReleaseManifest]:
@@ -92,8 +68,8 @@ def _render(change: IndexChange, lines: list[str], output_format: str, payload: 
     is_flag=True,
     help="Read images from a loopback registry over plain HTTP.",
 )
-@_FORMAT_OPTION
-@_REPO_OPTION
+@format_option()
+@repo_option
 def publish_command(
     *,
     since: str | None,
@@ -110,7 +86,7 @@ def publish_command(
     from cosgitops.progress import terminal_progress
     from cosgitops.publish.publisher import publish_releases
 
-    repository, derivatives = _load(repo)
+    repository, derivatives = load_repository_at(repo)
     if manifest_files:
         if since is not None:
             raise UsageError("--since and --manifest do not go together")
@@ -130,8 +106,8 @@ def publish_command(
 
 @click.command("refresh")
 @click.option("--force", is_flag=True, help="Re-sign every role, not only those nearing expiry.")
-@_FORMAT_OPTION
-@_REPO_OPTION
+@format_option()
+@repo_option
 def refresh_command(*, force: bool, output_format: str, repo: Path) -> None:
     """Re-sign the short-lived index metadata (timestamp, and whatever nears expiry).
 
@@ -140,7 +116,7 @@ def refresh_command(*, force: bool, output_format: str, repo: Path) -> None:
     """
     from cosgitops.publish.publisher import refresh
 
-    repository, _ = _load(repo)
+    repository, _ = load_repository_at(repo)
     result = refresh(repository, force=force)
     _render(result, [f"re-signed {', '.join(result.resigned)}"], output_format, result.to_json())
 
@@ -149,8 +125,8 @@ def refresh_command(*, force: bool, output_format: str, repo: Path) -> None:
 @click.argument("name")
 @click.argument("version")
 @click.option("--reason", required=True, help="Why: shown to operators and kept in the index.")
-@_FORMAT_OPTION
-@_REPO_OPTION
+@format_option()
+@repo_option
 def yank_command(*, name: str, version: str, reason: str, output_format: str, repo: Path) -> None:
     """Mark release NAME VERSION as a dead end: devices stop being offered it.
 
@@ -159,7 +135,7 @@ def yank_command(*, name: str, version: str, reason: str, output_format: str, re
     """
     from cosgitops.publish.publisher import yank
 
-    repository, _ = _load(repo)
+    repository, _ = load_repository_at(repo)
     result = yank(repository, name, version, reason=reason)
     line = (
         f"{name} {version} was already yanked"
@@ -184,13 +160,13 @@ def keys_group() -> None:
     help="The new private key (cosign format; repeat for a threshold). Without it, a "
     "development key is replaced by a freshly generated one.",
 )
-@_FORMAT_OPTION
-@_REPO_OPTION
+@format_option()
+@repo_option
 def rotate_command(*, role: str, new_keys: tuple[str, ...], output_format: str, repo: Path) -> None:
     """Replace the keys of ROLE through a new root version that devices follow."""
     from cosgitops.publish.publisher import rotate_key
 
-    repository, _ = _load(repo)
+    repository, _ = load_repository_at(repo)
     result = rotate_key(repository, role, list(new_keys) or None)
     lines = [
         f"rotated {role}: root is now version {result.root_version}",

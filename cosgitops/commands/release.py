@@ -8,23 +8,10 @@ from pathlib import Path
 
 import click
 
-_FORMAT_OPTION = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: the release report as one JSON object on stdout.",
-)
+from cosgitops.commands.common import format_option, repo_option
+from cosgitops.progress import human_size
 
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+_FORMAT_OPTION = format_option("json: the report as one JSON object on stdout.")
 
 
 @click.command("release")
@@ -46,15 +33,7 @@ def _human(size: int) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Publish the index here instead of spec.publish.dir.",
 )
-@click.option(
-    "-C",
-    "--repo",
-    "repo",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The cosgitops repository (or any folder inside it).",
-)
+@repo_option
 @_FORMAT_OPTION
 def release_command(
     *,
@@ -174,6 +153,6 @@ def demo_command(*, directory: Path, force: bool, output_format: str) -> None:
     click.echo(f"  {result.public}   metadata/ (TUF), targets/, channels/ (Elemental)")
     click.echo(f"  {result.device}   cosgitops device status --root {result.device}")
     click.echo(
-        f"upgrade 1.0.0 -> 1.1.0 downloaded {_human(result.upgrade_bytes)} "
-        f"of a {_human(result.image_size)} image"
+        f"upgrade 1.0.0 -> 1.1.0 downloaded {human_size(result.upgrade_bytes)} "
+        f"of a {human_size(result.image_size)} image"
     )
