@@ -171,6 +171,16 @@ def source_date_epoch(root: Path) -> int:
     return commit_info(root).time
 
 
+def uncommitted_paths(root: Path) -> set[str]:
+    """Paths (relative to the top level) whose working-tree state differs from HEAD:
+    modified, staged, deleted or untracked (not ignored)."""
+    toplevel(root)
+    result = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    if result.returncode != 0:
+        raise GitError(f"git status in {root} failed: {result.stderr.strip()}")
+    return {entry[3:] for entry in result.stdout.split("\0") if len(entry) > 3}
+
+
 def listed_files(root: Path) -> list[Path] | None:
     """Files under ``root`` that git would commit: tracked ones still present plus
     untracked ones not ignored. None when ``root`` is not inside a git repository, or

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,22 @@ def test_listed_files(repo: Path, tmp_path: Path) -> None:
     # a folder the enclosing repository ignores: git knows nothing about its files
     assert gitrepo.listed_files(repo / "ignored") is None
     assert os.path.isdir(repo / ".git")
+
+
+def test_uncommitted_paths_lists_modified_staged_deleted_and_untracked(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "0"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    for name in ("kept", "modified", "deleted", "staged"):
+        (root / name).write_text(name)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "1"], cwd=root, check=True)
+    assert gitrepo.uncommitted_paths(root) == set()
+    (root / "modified").write_text("changed")
+    (root / "deleted").unlink()
+    (root / "staged").write_text("changed")
+    subprocess.run(["git", "add", "staged"], cwd=root, check=True)
+    (root / "sub").mkdir()
+    (root / "sub" / "new file").write_text("untracked")
+    assert gitrepo.uncommitted_paths(root) == {"modified", "deleted", "staged", "sub/new file"}

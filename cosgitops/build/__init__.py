@@ -106,7 +106,7 @@ def _warn_uncommitted(repository: Repository, derivative: Derivative, progress: 
 
     try:
         top = gitrepo.toplevel(repository.root)
-        changed = gitrepo.changed_paths(repository.root, "HEAD")
+        changed = gitrepo.uncommitted_paths(repository.root)
     except GitError:
         return
     try:
