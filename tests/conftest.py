@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +85,16 @@ def static_server_factory() -> Iterator[type[StaticServer]]:
     for server in servers:
         with contextlib.suppress(Exception):
             server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this checkout, built once, offline (what `pip install .` installs)."""
+    out = tmp_path_factory.mktemp("wheel")
+    env = {**os.environ, "HOME": str(out), "PIP_NO_CACHE_DIR": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", str(out), str(PROJECT_ROOT)],
+        check=True, timeout=300, cwd=out, env=env,
+    )  # fmt: skip
+    return next(out.glob("cosgitops-*.whl"))

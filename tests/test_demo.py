@@ -29,7 +29,7 @@ def _no_network_prefix() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fresh_venv(tmp_path_factory: pytest.TempPathFactory, project_wheel: Path) -> Path:
     """A new venv with cosgitops installed from a wheel of this checkout, offline.
 
     Its dependencies come from the test environment through a .pth file, since nothing
@@ -39,25 +39,6 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    wheels = root / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            "-w",
-            str(wheels),
-            str(PROJECT_ROOT),
-        ],
-        check=True,
-        timeout=300,
-        cwd=root,
-    )
     purelib = Path(
         subprocess.run(
             [
@@ -73,7 +54,6 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     outer = [Path(p) for p in site.getsitepackages()] or [Path(sysconfig.get_paths()["purelib"])]
     (purelib / "outer-deps.pth").write_text("".join(f"{p}\n" for p in outer))
-    wheel = next(wheels.glob("cosgitops-*.whl"))
     subprocess.run(
         [
             str(venv / "bin" / "python"),
@@ -83,10 +63,11 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-q",
             "--no-deps",
             "--no-index",
-            str(wheel),
+            str(project_wheel),
         ],
         check=True,
         timeout=300,
+        env={**os.environ, "HOME": str(root), "PIP_NO_CACHE_DIR": "1"},
     )
     return venv
 

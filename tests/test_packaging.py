@@ -3,8 +3,6 @@ from PyPI must get the same tool the tests run from the checkout."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -29,27 +27,8 @@ def test_pyproject_lists_every_package() -> None:
     assert config["tool"]["setuptools"]["package-dir"] == DATA_PACKAGES
 
 
-def test_wheel_holds_code_schemas_and_templates(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(PROJECT_ROOT),
-        ],
-        check=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    wheel = next(tmp_path.glob("cosgitops-*.whl"))
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_wheel_holds_code_schemas_and_templates(project_wheel: Path) -> None:
+    names = set(zipfile.ZipFile(project_wheel).namelist())
     for source in (PROJECT_ROOT / "cosgitops").rglob("*.py"):
         assert source.relative_to(PROJECT_ROOT).as_posix() in names
     for data_package, folder in DATA_PACKAGES.items():

@@ -49,6 +49,7 @@ from cosgitops.oci.media import (
 )
 from cosgitops.oci.reference import Reference, parse_reference
 from cosgitops.oci.store import Descriptor, ImageStore, ManifestData, StoreOptions
+from cosgitops.oci.transfer import read_image_config
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 # Docker's gzip layer is byte-for-byte an OCI gzip layer; OCI manifests name it so.
@@ -76,27 +77,6 @@ class ResolvedBase:
         if self.reference is None or self.digest is None:
             return None
         return f"{self.reference.name}@{self.digest}"
-
-
-def _read_config(store: ImageStore, manifest: ManifestData, limits: Limits) -> dict[str, Any]:
-    value = manifest.json()
-    try:
-        config_descriptor = Descriptor.from_json(value["config"])
-    except KeyError as exc:
-        raise RemoteDataError(f"base manifest {manifest.digest} has no config") from exc
-    if config_descriptor.size > limits.config_max_bytes:
-        raise RemoteDataError(
-            f"base image config is {config_descriptor.size} bytes, over the limit of "
-            f"{limits.config_max_bytes}"
-        )
-    data = store.read_blob(config_descriptor.digest, max_bytes=limits.config_max_bytes)
-    try:
-        config = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RemoteDataError(f"base image config {config_descriptor.digest} is not JSON") from exc
-    if not isinstance(config, dict):
-        raise RemoteDataError(f"base image config {config_descriptor.digest} is not an object")
-    return config
 
 
 def _base_layers(manifest: ManifestData) -> tuple[Descriptor, ...]:
@@ -150,7 +130,7 @@ def resolve_base(
             manifest = store.get_manifest(child.digest)
             if manifest.media_type not in MANIFEST_TYPES:
                 raise RemoteDataError(f"{base}: {child.digest} for {platform} is not a manifest")
-            config = _read_config(store, manifest, limits)
+            config = read_image_config(store, manifest, limits=limits)
             resolved.append(PlatformBase(platform, config, _base_layers(manifest)))
     elif top.media_type in MANIFEST_TYPES:
         if len(platforms) > 1:
@@ -159,7 +139,7 @@ def resolve_base(
                 f"{', '.join(map(str, platforms))} were asked for",
                 hint="use a multi-platform base (an image index) or list one platform",
             )
-        config = _read_config(store, top, limits)
+        config = read_image_config(store, top, limits=limits)
         _check_platform(config, platforms[0], base)
         resolved.append(PlatformBase(platforms[0], config, _base_layers(top)))
     else:

@@ -45,6 +45,13 @@ def fetch_image_manifest(
             f"{identifier} is a {manifest.media_type}, not an image manifest",
             hint="point at a container image, not a signature or other artifact",
         )
+    return manifest, read_image_config(store, manifest, limits=limits)
+
+
+def read_image_config(
+    store: ImageStore, manifest: ManifestData, *, limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """The parsed config blob of an image manifest (size-limited, digest-checked)."""
     config_descriptor = manifest.children()[0]
     if config_descriptor.size > limits.config_max_bytes:
         raise RemoteDataError(
@@ -58,7 +65,7 @@ def fetch_image_manifest(
         raise RemoteDataError(f"image config {config_descriptor.digest} is not JSON") from exc
     if not isinstance(config, dict):
         raise RemoteDataError(f"image config {config_descriptor.digest} is not a JSON object")
-    return manifest, config
+    return config
 
 
 def _same_registry(src: ImageStore, dst: ImageStore) -> bool:
