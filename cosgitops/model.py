@@ -50,6 +50,25 @@ class Identity:
     identity_regexp: str | None = None
     issuer_regexp: str | None = None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Identity:
+        """From cosgitops.yaml's or the agent config's camelCase form."""
+        return cls(
+            identity=data.get("identity"),
+            issuer=data.get("issuer"),
+            identity_regexp=data.get("identityRegexp"),
+            issuer_regexp=data.get("issuerRegexp"),
+        )
+
+    def to_json(self) -> dict[str, str]:
+        out = {
+            "identity": self.identity,
+            "issuer": self.issuer,
+            "identityRegexp": self.identity_regexp,
+            "issuerRegexp": self.issuer_regexp,
+        }
+        return {key: value for key, value in out.items() if value is not None}
+
 
 @dataclass(frozen=True)
 class TrustRule:
@@ -116,13 +135,7 @@ class Repository:
                 derivatives=tuple(rule.get("derivatives") or ("*",)),
                 keys=tuple(rule.get("keys") or ()),
                 identities=tuple(
-                    Identity(
-                        identity=ident.get("identity"),
-                        issuer=ident.get("issuer"),
-                        identity_regexp=ident.get("identityRegexp"),
-                        issuer_regexp=ident.get("issuerRegexp"),
-                    )
-                    for ident in rule.get("identities") or ()
+                    Identity.from_json(ident) for ident in rule.get("identities") or ()
                 ),
             )
             for rule in signing_data.get("trust") or ()

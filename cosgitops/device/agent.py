@@ -377,7 +377,6 @@ class DeviceAgent:
         return state
 
     def _policy(self) -> object:
-        from cosgitops.model import Identity
         from cosgitops.signing.keys import load_public_key
         from cosgitops.signing.policy import TrustedKey, VerificationPolicy, check_identity
 
@@ -386,17 +385,7 @@ class DeviceAgent:
             TrustedKey(load_public_key(source, base_dir=self.device.agent_dir), source)
             for source in config.keys
         )
-        identities = tuple(
-            check_identity(
-                Identity(
-                    identity=item.identity,
-                    issuer=item.issuer,
-                    identity_regexp=item.identity_regexp,
-                    issuer_regexp=item.issuer_regexp,
-                )
-            )
-            for item in config.identities
-        )
+        identities = tuple(check_identity(item) for item in config.identities)
         trusted_root = (
             config.resolve(self.device.agent_dir, config.trusted_root).read_bytes()
             if config.trusted_root

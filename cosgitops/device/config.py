@@ -11,6 +11,7 @@ from typing import Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import ConfigError
+from cosgitops.model import Identity
 
 KIND = "AgentConfig"
 API_VERSION = "cosgitops/v1"
@@ -43,21 +44,8 @@ class HealthCheck:
         return {"name": self.name, "command": command, "timeoutSeconds": self.timeout_seconds}
 
 
-@dataclass(frozen=True)
-class TrustedIdentity:
-    identity: str | None = None
-    issuer: str | None = None
-    identity_regexp: str | None = None
-    issuer_regexp: str | None = None
-
-    def to_json(self) -> dict[str, str]:
-        out = {
-            "identity": self.identity,
-            "issuer": self.issuer,
-            "identityRegexp": self.identity_regexp,
-            "issuerRegexp": self.issuer_regexp,
-        }
-        return {key: value for key, value in out.items() if value is not None}
+# The agent trusts keyless signers in the same form cosgitops.yaml declares them.
+TrustedIdentity = Identity
 
 
 @dataclass(frozen=True)
@@ -128,15 +116,7 @@ class AgentConfig:
             index_url=index["url"],
             index_ca_file=index.get("caFile"),
             keys=tuple(trust.get("keys") or ()),
-            identities=tuple(
-                TrustedIdentity(
-                    identity=item.get("identity"),
-                    issuer=item.get("issuer"),
-                    identity_regexp=item.get("identityRegexp"),
-                    issuer_regexp=item.get("issuerRegexp"),
-                )
-                for item in trust.get("identities") or ()
-            ),
+            identities=tuple(Identity.from_json(item) for item in trust.get("identities") or ()),
             trusted_root=trust.get("trustedRoot"),
             registry_insecure=bool(registry.get("insecure", False)),
             registry_ca_file=registry.get("caFile"),
@@ -181,7 +161,7 @@ def validate_agent_config(data: Any, *, source: str = "agent config") -> None:
 
 
 def load_agent_config(path: Path, limits: Limits = DEFAULT_LIMITS) -> AgentConfig:
-    import yaml
+    from cosgitops.source import load_yaml_bytes
 
     try:
         raw = path.read_bytes()
@@ -192,11 +172,10 @@ def load_agent_config(path: Path, limits: Limits = DEFAULT_LIMITS) -> AgentConfi
         ) from exc
     if len(raw) > limits.agent_config_max_bytes:
         raise ConfigError(f"{path} is larger than {limits.agent_config_max_bytes} bytes")
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    return AgentConfig.from_data(data, source=str(path))
+    # the same safe loader as every other YAML file: duplicate keys, alias bombs, depth
+    # and encoding problems are refused with a file:line:col location
+    document = load_yaml_bytes(raw, name=str(path), limits=limits)
+    return AgentConfig.from_data(document.value, source=str(path))
 
 
 def dump_agent_config(config: AgentConfig) -> bytes:

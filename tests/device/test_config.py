@@ -13,7 +13,7 @@ from cosgitops.device.config import (
     dump_agent_config,
     load_agent_config,
 )
-from cosgitops.errors import ConfigError
+from cosgitops.errors import ConfigError, SourceError
 from cosgitops.resources import schema_path
 
 
@@ -64,7 +64,6 @@ def test_round_trip(tmp_path: Path) -> None:
             "  index: {url: /x}\n  trust: {keys: [k.pub]}\n  boot: {maxAttempts: 0}\n",
             "maxAttempts",
         ),
-        ("spec: [unclosed\n", "not valid YAML"),
     ],
 )
 def test_invalid_configs_are_refused_with_a_pointer(
@@ -80,3 +79,33 @@ def test_missing_config_hints_at_install(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_agent_config(tmp_path / "nope.yaml")
     assert info.value.hint is not None and "install" in info.value.hint
+
+
+BILLION_LAUGHS = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]\n" for n in range(1, 9)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("spec: [unclosed\n", 2),
+        # regression: plain yaml.safe_load kept the second `derivative` silently
+        (
+            "apiVersion: cosgitops/v1\nkind: AgentConfig\nspec:\n  derivative: edge\n"
+            "  derivative: other\n  index: {url: /x}\n  trust: {keys: [k.pub]}\n",
+            5,
+        ),
+        (BILLION_LAUGHS, 6),
+    ],
+    ids=["syntax", "duplicate-key", "alias-bomb"],
+)
+def test_unsafe_yaml_in_the_config_is_refused_with_a_location(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(SourceError) as info:
+        load_agent_config(path)
+    assert info.value.location is not None
+    assert info.value.location.startswith(f"{path}:{line}:")
