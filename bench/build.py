@@ -37,13 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cosgitops.build import build_derivative  # noqa: E402
-from cosgitops.build.inputs import collect_inputs  # noqa: E402
-from cosgitops.build.render import render_context  # noqa: E402
+from cosgitops.builder import build_derivative  # noqa: E402
+from cosgitops.builder.inputs import collect_inputs  # noqa: E402
+from cosgitops.builder.render import render_context  # noqa: E402
 from cosgitops.oci import open_store  # noqa: E402
 from cosgitops.oci.store import StoreOptions  # noqa: E402
 from cosgitops.oci.transfer import copy_image  # noqa: E402
-from tests.build.helpers import (  # noqa: E402
+from tests.builder.helpers import (  # noqa: E402
     busybox_entries,
     load,
     make_repo,

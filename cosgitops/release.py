@@ -142,7 +142,7 @@ def _release_one(
     limits: Limits,
     progress: Progress,
 ) -> tuple[ReleaseManifest, DerivativeOutcome]:
-    from cosgitops.build import build_derivative
+    from cosgitops.builder import build_derivative
     from cosgitops.oci import open_store
     from cosgitops.publish.collect import check_base_pinned, collect_release
     from cosgitops.signing import sign_image
@@ -212,7 +212,7 @@ def release(
         )
     names = sorted(only or tree.derivatives)
     if since is not None:
-        from cosgitops.build.plan import plan_repository
+        from cosgitops.builder.plan import plan_repository
 
         planned = set(plan_repository(repository, tree.derivatives, since=since).names)
         names = [name for name in names if name in planned]

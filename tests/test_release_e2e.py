@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.build.helpers import busybox_entries, skopeo_copy, skopeo_inspect, write_base_layout
+from tests.builder.helpers import busybox_entries, skopeo_copy, skopeo_inspect, write_base_layout
 from tests.helpers.services import RegistryServer, StaticServer, require_binary, require_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""``cosgitops plan``, ``render`` and ``build``: thin wrappers over cosgitops.build."""
+"""``cosgitops plan``, ``render`` and ``build``: thin wrappers over cosgitops.builder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cosgitops.commands.common import load_repository_at, repo_option
 from cosgitops.errors import UsageError
 
 if TYPE_CHECKING:
-    from cosgitops.build import BuilderChoice
+    from cosgitops.builder import BuilderChoice
     from cosgitops.model import Derivative
 
 
@@ -41,7 +41,7 @@ def _derivative(derivatives: dict[str, Derivative], name: str) -> Derivative:
 def plan_command(*, since: str | None, until: str | None, output_format: str, repo: Path) -> None:
     """List the derivatives that changed since a git ref (all of them without --since,
     or when cosgitops.yaml changed)."""
-    from cosgitops.build.plan import plan_repository
+    from cosgitops.builder.plan import plan_repository
 
     repository, derivatives = load_repository_at(repo)
     result = plan_repository(repository, derivatives, since=since, until=until)
@@ -69,8 +69,8 @@ def plan_command(*, since: str | None, until: str | None, output_format: str, re
 @repo_option
 def render_command(*, name: str, output: Path, repo: Path) -> None:
     """Write a build context (Dockerfile + files) that plain `docker build DIR` builds."""
-    from cosgitops.build.inputs import collect_inputs
-    from cosgitops.build.render import render_context
+    from cosgitops.builder.inputs import collect_inputs
+    from cosgitops.builder.render import render_context
 
     repository, derivatives = load_repository_at(repo)
     inputs = collect_inputs(repository, _derivative(derivatives, name))
@@ -125,7 +125,7 @@ def build_command(
     repo: Path,
 ) -> None:
     """Build a derivative's image and print its pinned reference (NAME@sha256:...)."""
-    from cosgitops.build import build_derivative
+    from cosgitops.builder import build_derivative
     from cosgitops.oci.store import StoreOptions
     from cosgitops.progress import terminal_progress
 

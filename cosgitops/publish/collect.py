@@ -153,7 +153,7 @@ def collect_releases(
     """Release manifests of every derivative (or those changed since ``since``)."""
     names = sorted(derivatives)
     if since is not None:
-        from cosgitops.build.plan import plan_repository
+        from cosgitops.builder.plan import plan_repository
 
         plan = plan_repository(repository, derivatives, since=since)
         names = [entry.name for entry in plan.entries]

@@ -19,7 +19,7 @@ from cosgitops.publish.collect import collect_release
 from cosgitops.publish.publisher import open_index
 from cosgitops.signing import key_signer, sign_image
 from cosgitops.signing.keys import write_keypair
-from tests.build.helpers import make_repo
+from tests.builder.helpers import make_repo
 from tests.helpers.services import StaticServer
 from tests.oci.images import make_image, make_index, push_image
 from tests.publish import factory

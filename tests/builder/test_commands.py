@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.build.helpers import commit_all, make_repo
+from tests.builder.helpers import commit_all, make_repo
 from tests.helpers.services import RegistryServer
 
 FILES = {

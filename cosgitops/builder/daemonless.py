@@ -12,14 +12,13 @@ the cloud-config files (to ``/system/oem``), ``/etc/os-release``.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cosgitops.build.image import (
+from cosgitops.builder.image import (
     OS_RELEASE_LABEL,
     OS_RELEASE_PATH,
     HistoryStep,
@@ -30,10 +29,9 @@ from cosgitops.build.image import (
     image_manifest,
     select_platform,
 )
-from cosgitops.oci.platform import Platform
-from cosgitops.build.inputs import BuildInputs
-from cosgitops.build.layers import LAYER_EPOCH, LayerBlob, content_entries, write_layer
-from cosgitops.build.result import BuildResult, model_layers
+from cosgitops.builder.inputs import BuildInputs
+from cosgitops.builder.layers import LAYER_EPOCH, LayerBlob, content_entries, write_layer
+from cosgitops.builder.result import BuildResult, model_layers
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import BuildError, RemoteDataError
 from cosgitops.model import PlatformImage
@@ -47,6 +45,7 @@ from cosgitops.oci.media import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
+from cosgitops.oci.platform import Platform
 from cosgitops.oci.reference import Reference, parse_reference
 from cosgitops.oci.store import Descriptor, ImageStore, ManifestData, StoreOptions
 from cosgitops.oci.transfer import read_image_config

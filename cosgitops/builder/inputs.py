@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosgitops.build.image import ImageIdentity, tag_for_version
-from cosgitops.build.layers import LayerEntry, tree_entries
+from cosgitops.builder.image import ImageIdentity, tag_for_version
+from cosgitops.builder.layers import LayerEntry, tree_entries
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import GitError
 from cosgitops.model import Derivative, Repository

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.build.plan import plan, plan_changes, plan_repository
+from cosgitops.builder.plan import plan, plan_changes, plan_repository
 from cosgitops.errors import GitError
-from tests.build.helpers import commit_all, git, load, make_repo
+from tests.builder.helpers import commit_all, git, load, make_repo
 
 DERIVATIVES = {
     "edge": {},

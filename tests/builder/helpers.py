@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from cosgitops.build.image import canonical_json
-from cosgitops.build.layers import (
+from cosgitops.builder.image import canonical_json
+from cosgitops.builder.layers import (
     DIR_MODE,
     EXEC_MODE,
     LINK_MODE,

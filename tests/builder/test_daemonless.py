@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.build import build_derivative, choose_builder, resolve_target
-from cosgitops.build.daemonless import build_image
-from cosgitops.build.image import OS_RELEASE_LABEL, parse_os_release
-from cosgitops.build.inputs import collect_inputs
+from cosgitops.builder import build_derivative, choose_builder, resolve_target
+from cosgitops.builder.daemonless import build_image
+from cosgitops.builder.image import OS_RELEASE_LABEL, parse_os_release
+from cosgitops.builder.inputs import collect_inputs
 from cosgitops.errors import BuildError, UsageError
 from cosgitops.model import Derivative
 from cosgitops.oci import open_store
 from cosgitops.oci.layout import OCILayoutStore
 from cosgitops.oci.store import StoreOptions
-from tests.build.helpers import (
+from tests.builder.helpers import (
     COMMIT_EPOCH,
     busybox_entries,
     git,

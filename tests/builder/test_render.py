@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.build.inputs import collect_inputs
-from cosgitops.build.render import MARKER, dockerfile_text, os_release_script, render_context
+from cosgitops.builder.inputs import collect_inputs
+from cosgitops.builder.render import MARKER, dockerfile_text, os_release_script, render_context
 from cosgitops.errors import UsageError
-from tests.build.helpers import load, make_repo
+from tests.builder.helpers import load, make_repo
 
 FILES = {
     "derivatives/web/overlay/etc/nginx/site.conf": "server {}\n",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosgitops.build import choose_builder
+from cosgitops.builder import choose_builder
 from cosgitops.model import DERIVATIVES_DIR, REPOSITORY_FILE, Derivative, Repository
 
 SHARED_INPUTS = (REPOSITORY_FILE,)
@@ -86,8 +86,8 @@ def _relative(path: Path, root: Path) -> str | None:
 def external_inputs(derivative: Derivative, root: Path) -> set[str]:
     """Files outside the derivative's folder that its build packs (repository-relative):
     the targets of overlay and cloud-config symlinks that leave the folder."""
-    from cosgitops.build.inputs import CLOUD_CONFIG_PATTERNS
-    from cosgitops.build.layers import tree_entries
+    from cosgitops.builder.inputs import CLOUD_CONFIG_PATTERNS
+    from cosgitops.builder.layers import tree_entries
 
     entries = tree_entries(derivative.overlay_dir, boundary=root) + tree_entries(
         derivative.cloud_config_dir, boundary=root, include=CLOUD_CONFIG_PATTERNS

@@ -2,7 +2,7 @@
 so that plain ``docker build DIR`` builds the derivative without cosgitops.
 
 The context holds the same files, modes and symlinks the daemonless builder packs
-(both go through :mod:`cosgitops.build.inputs`), normalised the same way.
+(both go through :mod:`cosgitops.builder.inputs`), normalised the same way.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosgitops.build.image import (
+from cosgitops.builder.image import (
     IMAGE_KEYS,
     OS_RELEASE_LABEL,
     ImageIdentity,
     encode_os_release_label,
     format_os_release_value,
 )
-from cosgitops.build.inputs import CLOUD_CONFIG_TARGET, BuildInputs
-from cosgitops.build.layers import LAYER_EPOCH, LayerEntry, sorted_entries
+from cosgitops.builder.inputs import CLOUD_CONFIG_TARGET, BuildInputs
+from cosgitops.builder.layers import LAYER_EPOCH, LayerEntry, sorted_entries
 from cosgitops.errors import UsageError
 from cosgitops.model import Derivative
 from cosgitops.oci.reference import parse_reference

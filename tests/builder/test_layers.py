@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cosgitops.build.layers import (
+from cosgitops.builder.layers import (
     LayerEntry,
     content_entries,
     layer_bytes,

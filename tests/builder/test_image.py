@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cosgitops.build.image import (
+from cosgitops.builder.image import (
     OS_RELEASE_LABEL,
     HistoryStep,
     ImageIdentity,

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from cosgitops.build import build_derivative
-from cosgitops.build.image import base_os_release, parse_os_release
-from cosgitops.build.inputs import collect_inputs
-from cosgitops.build.render import render_context
+from cosgitops.builder import build_derivative
+from cosgitops.builder.image import base_os_release, parse_os_release
+from cosgitops.builder.inputs import collect_inputs
+from cosgitops.builder.render import render_context
 from cosgitops.errors import BuildError
 from cosgitops.oci.store import StoreOptions
-from tests.build.helpers import (
+from tests.builder.helpers import (
     busybox_entries,
     load,
     make_repo,

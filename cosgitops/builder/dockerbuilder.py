@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from cosgitops.build.image import (
+from cosgitops.builder.image import (
     OS_RELEASE_LABEL,
     canonical_json,
     encode_os_release_label,
     image_manifest,
 )
-from cosgitops.oci.platform import Platform
-from cosgitops.build.inputs import BuildInputs
-from cosgitops.build.layers import GzipWriter, HashingWriter
-from cosgitops.build.render import docker_base_name, label_value, render_context
-from cosgitops.build.result import BuildResult, model_layers
+from cosgitops.builder.inputs import BuildInputs
+from cosgitops.builder.layers import GzipWriter, HashingWriter
+from cosgitops.builder.render import docker_base_name, label_value, render_context
+from cosgitops.builder.result import BuildResult, model_layers
 from cosgitops.errors import BuildError, NotFoundError
 from cosgitops.model import PlatformImage
 from cosgitops.oci.digest import sha256_digest
@@ -40,6 +39,7 @@ from cosgitops.oci.media import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
+from cosgitops.oci.platform import Platform
 from cosgitops.oci.reference import parse_reference
 from cosgitops.oci.store import Descriptor, ImageStore, StoreOptions
 from cosgitops.progress import NULL_PROGRESS, Progress

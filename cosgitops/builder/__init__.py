@@ -2,7 +2,7 @@
 
 :func:`build_derivative` is the one entry point the CLI and ``release`` call: it picks
 the builder, works out where the image goes, builds, and returns a
-:class:`~cosgitops.build.result.BuildResult` holding the pinned ``NAME@sha256:…``.
+:class:`~cosgitops.builder.result.BuildResult` holding the pinned ``NAME@sha256:…``.
 
 Where the image goes:
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cosgitops.build.result import BuildResult
+from cosgitops.builder.result import BuildResult
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import UsageError
 from cosgitops.model import DEFAULT_REGISTRY, Derivative, Repository
@@ -133,7 +133,7 @@ def build_derivative(
     progress: Progress = NULL_PROGRESS,
 ) -> BuildResult:
     """Build ``derivative`` and store or push it; see the module docstring for where."""
-    from cosgitops.build.inputs import collect_inputs
+    from cosgitops.builder.inputs import collect_inputs
     from cosgitops.oci import open_store
 
     options = options or StoreOptions(limits=limits)
@@ -145,10 +145,10 @@ def build_derivative(
     _warn_uncommitted(repository, derivative, progress)
     store = open_store(destination.reference, options)
     if chosen == "oci":
-        from cosgitops.build.daemonless import build_image
+        from cosgitops.builder.daemonless import build_image
 
         return build_image(inputs, store, options=options, limits=limits, progress=progress)
-    from cosgitops.build.dockerbuilder import docker_build
+    from cosgitops.builder.dockerbuilder import docker_build
 
     return docker_build(
         inputs, store, remote=destination.remote, options=options, progress=progress
