@@ -104,6 +104,13 @@ def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, exists=True, path_type=Path),
             help="Sigstore trusted root JSON for keyless signatures.",
         ),
+        click.option(
+            "--signed-identity",
+            type=click.Choice(["repository", "digest"]),
+            default="repository",
+            show_default=True,
+            help="What a signature must bind: the release's repository too, or the digest only.",
+        ),
         click.option("--platform", help="OS/ARCH of the device (default: this machine)."),
         click.option(
             "--slot-format",
@@ -195,6 +202,7 @@ def _setup_from(options: dict[str, Any]) -> Any:
         keys=tuple(options["keys"]),
         identities=identities,
         sigstore_trusted_root=options["sigstore_trusted_root"],
+        signed_identity=options["signed_identity"],
         platform=options["platform"],
         slot_format=options["slot_format"],
         apply_method=options["apply_method"],

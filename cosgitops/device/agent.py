@@ -254,6 +254,7 @@ class DeviceSetup:
     keys: tuple[Path, ...] = ()  # cosign public keys trusted to sign images
     identities: tuple[TrustedIdentity, ...] = ()
     sigstore_trusted_root: Path | None = None
+    signed_identity: str = "repository"  # or "digest": what a signature must bind
     platform: str | None = None
     slot_format: str = "dir"
     apply_method: str = "builtin"
@@ -279,6 +280,7 @@ class DeviceSetup:
             keys=tuple(copied[str(key)] for key in self.keys),
             identities=self.identities,
             trusted_root=local(self.sigstore_trusted_root),
+            signed_identity=self.signed_identity,
             channel=self.channel,
             platform=self.platform or host_platform_name(),
             index_ca_file=local(self.index_ca),
@@ -480,8 +482,13 @@ class DeviceAgent:
                 ) from exc
             raise
 
-    def _policy(self) -> object:
+    def _policy(self, image: str) -> object:
+        """The signature policy for a release whose signed index entry names ``image``:
+        the trusted keys and identities, and (unless the config says ``signedIdentity:
+        digest``) the repository the signature must name."""
+        from cosgitops.oci.reference import parse_reference
         from cosgitops.signing.keys import load_public_key
+        from cosgitops.signing.payloads import docker_reference
         from cosgitops.signing.policy import TrustedKey, VerificationPolicy, check_identity
 
         config = self.config
@@ -495,7 +502,15 @@ class DeviceAgent:
             if config.trusted_root
             else None
         )
-        return VerificationPolicy(keys=keys, identities=identities, trusted_root=trusted_root)
+        repository = parse_reference(image).name
+        return VerificationPolicy(
+            keys=keys,
+            identities=identities,
+            trusted_root=trusted_root,
+            signed_identity=(
+                docker_reference(repository) if config.signed_identity == "repository" else None
+            ),
+        )
 
     def _store(self, image: str) -> Any:
         from cosgitops.oci import open_store
@@ -690,7 +705,7 @@ class DeviceAgent:
                 store,
                 release,
                 manifest,
-                policy=self._policy(),
+                policy=self._policy(release.image),
                 platform=self.config.platform,
                 limits=self.limits,
             )
@@ -804,7 +819,10 @@ class DeviceAgent:
             faults.crash_point("boot-attempt-counted")
             if active.format == "elemental":
                 results = run_health_checks(
-                    config.checks, Path("/"), max_timeout=self.limits.health_check_timeout_seconds
+                    config.checks,
+                    Path("/"),
+                    max_timeout=self.limits.health_check_timeout_seconds,
+                    output_bytes=self.limits.health_check_output_bytes,
                 )
             else:
                 with self.slots.view(active, "active") as tree:
@@ -812,6 +830,7 @@ class DeviceAgent:
                         config.checks,
                         tree,
                         max_timeout=self.limits.health_check_timeout_seconds,
+                        output_bytes=self.limits.health_check_output_bytes,
                     )
             passed = all(result.passed for result in results)
             outcome = boot_outcome(passed, attempts, config.max_attempts)
@@ -890,11 +909,14 @@ class DeviceAgent:
                 "reset", recovery.version, recovery.digest, recovery.image, now_text()
             )
             with self._transaction(state, transaction) as state:
+                faults.crash_point("reset-begun")
                 self.slots.copy_into_transition(recovery, "state")
+                faults.crash_point("reset-copied")
                 label = f"{recovery.version}-reset"
                 storage, tree, image_file = self.slots.store_transition(
                     "state", label, self.config.slot_format
                 )
+                faults.crash_point("reset-stored")
                 if recovery.tree_digest and tree != recovery.tree_digest:
                     raise DeviceError(
                         "the copy of the recovery slot does not match it",
