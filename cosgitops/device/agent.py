@@ -675,6 +675,7 @@ class DeviceAgent:
             faults.crash_point("index-refreshed")
             if recovery:
                 choice = self._recovery_choice(releases, state, version)
+                choice = self._repair_recovery(choice, state)
             else:
                 choice = choose_release(releases, self._request(state, version, force))
             if choice.release is None:
@@ -760,6 +761,24 @@ class DeviceAgent:
                 registry_bytes=store.stats.bytes_downloaded,
                 seconds=time.monotonic() - started,
                 pending=new_state.boot.pending and not recovery,
+            )
+
+    def _repair_recovery(self, choice: Choice, state: DeviceState) -> Choice:
+        """The recovery slot already holds the release, but is damaged: install it again."""
+        recovery = state.recovery
+        if choice.reason is not ChoiceReason.INSTALLED or recovery is None or choice.goal is None:
+            return choice
+        try:
+            self.slots.verify(recovery, "recovery")
+            return choice
+        except CosgitopsError as exc:
+            return replace(
+                choice,
+                release=choice.goal,
+                path=(choice.goal,),
+                summary=f"reinstall {recovery.version} into the damaged recovery slot "
+                f"({exc.message})",
+                reason=ChoiceReason.PINNED,
             )
 
     @staticmethod
@@ -904,11 +923,12 @@ class DeviceAgent:
                 raise DeviceError(
                     "there is no recovery slot", hint="install one with `device upgrade --recovery`"
                 )
-            self.slots.verify(recovery, "recovery")
             transaction = Transaction(
                 "reset", recovery.version, recovery.digest, recovery.image, now_text()
             )
             with self._transaction(state, transaction) as state:
+                # inside the transaction: a refusal is recorded with what to do instead
+                self.slots.verify(recovery, "recovery")
                 faults.crash_point("reset-begun")
                 self.slots.copy_into_transition(recovery, "state")
                 faults.crash_point("reset-copied")

@@ -94,7 +94,9 @@ def verify_release_image(
         )
     if len(diff_ids) != len(layers):
         raise RemoteDataError(
-            f"image {digest}: {len(layers)} layers but {len(diff_ids)} diff_ids in its config"
+            f"image {digest}: {len(layers)} layers but {len(diff_ids)} diff_ids in its config",
+            hint="the image's manifest and its config disagree (a broken or tampered build); "
+            "nothing was downloaded or applied",
         )
     for layer in layers:
         if layer.size < 0 or layer.size > limits.blob_max_bytes:

@@ -316,6 +316,15 @@ class SlotStore:
     def verify(self, record: SlotRecord, slot: str | None = None) -> None:
         """Raise unless the stored slot is exactly what was recorded when it was built."""
         check_storage(slot, record)
+        try:
+            self._verify(record, slot)
+        except DeviceError as exc:
+            if slot == "recovery":
+                # reset restores from recovery, so it cannot repair recovery itself
+                exc.hint = "reinstall the recovery slot with `cosgitops device upgrade --recovery`"
+            raise
+
+    def _verify(self, record: SlotRecord, slot: str | None) -> None:
         parts = record.storage.split("/")
         with fstree.opened_dir(self.device.root, parts[:-1], shown=str(self.device.root)) as fd:
             info = None if fd is None else fstree.lstat_at(parts[-1], fd)
