@@ -145,6 +145,7 @@ def report_error(error: CosgitopsError) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
+    _crash_dir.clear()  # each run: a command sets its own (set_crash_dir)
     try:
         # Without standalone mode click returns the code of ctx.exit()/Exit instead of
         # exiting; make it the process's exit status whichever way we were started.
