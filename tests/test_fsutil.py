@@ -53,9 +53,11 @@ def test_a_busy_lock_times_out_with_the_callers_error(tmp_path: Path) -> None:
     holder = _holder(lock, 30)
     try:
         started = time.monotonic()
-        with pytest.raises(UsageError, match=re.escape(f"{lock} is busy")) as caught:
-            with file_lock(lock, timeout=0.3, busy=_busy):
-                pytest.fail("the lock was held by the other process")
+        with (
+            pytest.raises(UsageError, match=re.escape(f"{lock} is busy")) as caught,
+            file_lock(lock, timeout=0.3, busy=_busy),
+        ):
+            pytest.fail("the lock was held by the other process")
         waited = time.monotonic() - started
         assert 0.3 <= waited < 5
         assert caught.value.hint == "wait"
