@@ -185,11 +185,10 @@ def _trusted_root_for(policy: VerificationPolicy, candidates: Sequence[Candidate
         return None
     from cosgitops.signing import keyless
 
-    data = policy.trusted_root
-    if data is None:
-        data = keyless.public_good_trusted_root()
+    if policy.trusted_root is None:
+        return keyless.public_good_trusted_root()
     try:
-        return keyless.load_trusted_root(data)
+        return keyless.load_trusted_root(policy.trusted_root)
     except keyless.KeylessError:
         return None  # each keyless candidate then says there is no usable trusted root
 
