@@ -2,8 +2,9 @@
 labels, the image config, manifest and index.
 
 Nothing here does I/O, so the exact bytes of every document (and therefore every
-digest) follow from the inputs alone. JSON is serialised canonically (sorted keys,
-no whitespace) for the same reason.
+digest) follow from the inputs alone. JSON is serialised by
+:func:`cosgitops.jsonbytes.image_json` (sorted keys, no whitespace, a rule that never
+changes) for the same reason.
 """
 
 from __future__ import annotations
