@@ -67,7 +67,6 @@ class Limits:
     device_crash_reports_kept: int = 10
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
-    unsafe_skip_signature_verification: bool = False
 
 
 DEFAULT_LIMITS = Limits()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import os
 import secrets
 import time
@@ -81,7 +80,7 @@ from cosgitops.errors import (
     NotFoundError,
     RemoteDataError,
 )
-from cosgitops.fsutil import atomic_write_bytes, atomic_write_text
+from cosgitops.fsutil import atomic_write_bytes, atomic_write_text, file_lock
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 # ---------------------------------------------------------------- reports
@@ -305,17 +304,25 @@ def _read_file(path: Path, what: str) -> bytes:
 # ---------------------------------------------------------------- the agent
 
 
-def _open_lock_file(path: Path) -> int:
-    """``agent/lock`` opened without following a link (a planted symlink is refused)."""
-    with fstree.opened_dir(path.parent.parent, [path.parent.name], create=True) as folder:
-        assert folder is not None
+def _agent_busy(_path: Path) -> DeviceError:
+    return DeviceError(
+        "another cosgitops agent is working on this device root",
+        hint="wait for it to finish (the lock is agent/lock)",
+    )
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, *, wait: float, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy.
+
+    Neither ``agent/`` nor ``agent/lock`` may be a link (``file_lock`` opens with
+    ``O_NOFOLLOW``): a planted symlink is refused, never followed."""
+    with fstree.opened_dir(path.parent.parent, [path.parent.name], create=True):
+        pass
+    timeout, busy = (wait, _agent_busy) if blocking else (0.0, None)
+    with contextlib.ExitStack() as stack:
         try:
-            return os.open(
-                path.name,
-                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=folder,
-            )
+            locked = stack.enter_context(file_lock(path, timeout=timeout, busy=busy, mode=0o600))
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.EISDIR):
                 raise
@@ -324,33 +331,7 @@ def _open_lock_file(path: Path) -> int:
                 hint=f"remove {path} (the agent creates it); it never follows links inside "
                 "the device root",
             ) from exc
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, *, wait: float, blocking: bool = True) -> Iterator[bool]:
-    """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy."""
-    fd = _open_lock_file(path)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if not blocking:
-                    yield False
-                    return
-                if time.monotonic() > deadline:
-                    raise DeviceError(
-                        "another cosgitops agent is working on this device root",
-                        hint="wait for it to finish (the lock is agent/lock)",
-                    ) from None
-                time.sleep(0.05)
-        yield True
-    finally:
-        os.close(fd)  # closing drops the flock; a killed process drops it too
+        yield locked
 
 
 @contextlib.contextmanager
@@ -487,8 +468,8 @@ class DeviceAgent:
         the trusted keys and identities, and (unless the config says ``signedIdentity:
         digest``) the repository the signature must name."""
         from cosgitops.oci.reference import parse_reference
+        from cosgitops.signing.image import signed_identity
         from cosgitops.signing.keys import load_public_key
-        from cosgitops.signing.payloads import docker_reference
         from cosgitops.signing.policy import TrustedKey, VerificationPolicy, check_identity
 
         config = self.config
@@ -508,7 +489,7 @@ class DeviceAgent:
             identities=identities,
             trusted_root=trusted_root,
             signed_identity=(
-                docker_reference(repository) if config.signed_identity == "repository" else None
+                signed_identity(repository) if config.signed_identity == "repository" else None
             ),
         )
 
