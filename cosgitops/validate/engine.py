@@ -252,6 +252,17 @@ class _Session:
         else:
             findings = find_private_keys(data[: self.limits.scan_max_file_bytes])
         for finding in findings:
+            if finding.placeholder:
+                self.emit(
+                    path,
+                    (finding.line, finding.column),
+                    "warning",
+                    "private-key",
+                    f"an empty private key block ({finding.label}): a placeholder, not a key",
+                    hint="fill the real key in at deployment from a secret store (never in "
+                    "the repository), or remove the block",
+                )
+                continue
             self.emit(
                 path,
                 (finding.line, finding.column),
