@@ -134,10 +134,10 @@ def did_you_mean(word: str, candidates: list[str]) -> str | None:
 
 # ------------------------------------------------------------------ values outside JSON
 
-# YAML has infinities and NaN; JSON has neither, and jsonschema_rs reads them as null.
-# For the verdict they stand in as numbers beyond every bound that are not integers
-# (what Python's jsonschema, and so check-jsonschema, makes of infinity); the messages
-# show the real value.
+# YAML has infinities and NaN; JSON has neither, and jsonschema_rs would read them as
+# null. For the verdict they stand in as numbers that are not integers, beyond every
+# finite bound (+inf above, -inf below, NaN as +inf: what Python's jsonschema, and so
+# check-jsonschema, makes of infinity); the messages show the real value.
 _HUGE = "1" + "0" * 400 + ".5"
 
 
@@ -273,7 +273,20 @@ class CompiledSchema:
 
     def subschema(self, reference: str) -> Any:
         """The raw subschema a reference names, such as ``#/$defs/step`` or ``#anchor``
-        (relative to the schema's own ``$id``). Do not modify the result: it is shared."""
+        (relative to the schema's own ``$id``). A JSON pointer into this document gives
+        the node of :attr:`schema` itself; do not modify what it returns."""
+        if reference == "#" or reference.startswith("#/"):
+            from urllib.parse import unquote
+
+            node: Any = self.schema
+            try:
+                for escaped in reference[2:].split("/") if reference != "#" else ():
+                    token = unquote(escaped).replace("~1", "/").replace("~0", "~")
+                    node = node[int(token)] if isinstance(node, list) else node[token]
+            except (KeyError, IndexError, ValueError, TypeError):
+                pass  # the library's resolver says what is wrong with it
+            else:
+                return node
         return self._lookup(self._base, reference)
 
     def _owner(self, location: str | None) -> tuple[Any, str]:

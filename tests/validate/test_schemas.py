@@ -135,6 +135,14 @@ def test_a_reference_to_an_anchor_names_the_anchored_subschema() -> None:
     assert CompiledSchema(schema).subschema("#port")["maximum"] == 65535
 
 
+def test_subschema_gives_the_nodes_cloud_config_rules_walk() -> None:
+    compiled = schema_for("cloud-config")
+    assert compiled.subschema("#/$defs/step") is compiled.schema["$defs"]["step"]
+    assert compiled.subschema("#") is compiled.schema
+    with pytest.raises(SchemaCompileError):
+        compiled.subschema("#/$defs/no-such-definition")
+
+
 def test_a_nested_id_is_the_base_of_references_inside_it() -> None:
     schema = {
         "$id": "https://example.test/outer.json",
@@ -199,7 +207,7 @@ def test_keywords_beyond_the_old_subset_work() -> None:
 
 def test_values_outside_json_are_numbers_beyond_every_bound() -> None:
     """YAML's .inf and .nan are no JSON value: they count as numbers that are not
-    integers and pass no finite bound (infinity is what Python's jsonschema says too)."""
+    integers, beyond every finite bound (as Python's jsonschema judges infinity)."""
     schema = {"type": "number", "maximum": 10}
     assert not valid(schema, math.inf)
     assert valid({"type": "number", "minimum": 0}, math.inf)
