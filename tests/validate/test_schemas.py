@@ -21,7 +21,7 @@ from cosgitops.validate import validate_paths
 from cosgitops.validate.schema import CompiledSchema, SchemaCompileError, SchemaIssue, schema_for
 
 KINDS = ("derivative", "repository", "cloud-config")
-SHIPPED = (*KINDS, "agent")
+SHIPPED = (*KINDS, "agent", "base")
 DATA = Path(__file__).resolve().parent.parent / "data"
 INTEROP = DATA.parent.parent.parent / "shared" / "interop"
 
@@ -376,8 +376,27 @@ def _data_documents() -> list[tuple[str, Any]]:
             if document is not None:
                 found.append(("cloud-config", document.value))
     for kind in SHIPPED:
-        found.extend((kind, example) for example in raw(kind)["examples"])
+        found.extend((kind, example) for example in raw(kind).get("examples", ()))
+    found.append(("base", BASE))
     return found
+
+
+BASE = {  # bases/<name>/base.yaml, whose schema has no examples of its own
+    "apiVersion": "cosgitops/v1",
+    "kind": "Base",
+    "metadata": {"name": "debian", "description": "Debian with the agent"},
+    "spec": {
+        "version": "1.0.0",
+        "distribution": "debian",
+        "suite": "bookworm",
+        "architecture": "amd64",
+        "mirrors": ["deb http://deb.debian.org/debian bookworm main"],
+        "packages": ["openssh-server", "busybox"],
+        "trim": {"docs": True, "locales": False, "kernelModules": True},
+        "osRelease": {"VARIANT_ID": "edge"},
+        "kernelCmdline": "quiet console=ttyS0",
+    },
+}
 
 
 # Values a mutation puts in: types that do not fit, strings that regexes disagree on
