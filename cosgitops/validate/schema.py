@@ -116,6 +116,11 @@ def _article(name: str) -> str:
     }.get(name, name)
 
 
+@cache
+def _articles(names: tuple[str, ...]) -> str:
+    return " or ".join(map(_article, names))
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str | None:
     if not candidates:
         return None
@@ -194,8 +199,34 @@ def _value_at(value: Any, path: Iterable[str | int]) -> Any:
     return value
 
 
-def _is_under(path: tuple[Any, ...], prefix: tuple[Any, ...]) -> bool:
-    return len(path) >= len(prefix) and path[: len(prefix)] == prefix
+class _WrongTypes:
+    """The subschemas whose ``type`` failed, by evaluation path, with the values."""
+
+    __slots__ = ("at", "lengths")
+
+    def __init__(self, errors: list[jsonschema_rs.ValidationError]) -> None:
+        self.at: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+        for error in errors:
+            if error.kind.name == "type":
+                subschema = tuple(error.evaluation_path[:-1])
+                self.at.setdefault(subschema, set()).add(tuple(error.instance_path))
+        self.lengths = sorted({len(subschema) for subschema in self.at})
+
+    def hide(self, evaluation: tuple[Any, ...], instance: tuple[Any, ...], is_type: bool) -> bool:
+        """Whether an error evaluated at ``evaluation`` for the value at ``instance``
+        comes from under a subschema whose type failed for that value or one containing
+        it (the type error itself excepted)."""
+        for length in self.lengths:
+            if length > len(evaluation):
+                break
+            values = self.at.get(evaluation[:length])
+            if values is None:
+                continue
+            itself = is_type and length == len(evaluation) - 1
+            for depth in range(len(instance) + 1):
+                if instance[:depth] in values and not (itself and depth == len(instance)):
+                    return True
+        return False
 
 
 class _Add:
@@ -333,24 +364,17 @@ class CompiledSchema:
         self, errors: list[jsonschema_rs.ValidationError], root: Any, out: list[SchemaIssue]
     ) -> None:
         # A subschema whose type does not fit says only that: the errors of its other
-        # keywords (evaluated under it, at or below the same value) are dropped.
-        wrong_types = [
-            (tuple(error.evaluation_path[:-1]), tuple(error.instance_path), error)
-            for error in errors
-            if error.kind.name == "type"
-        ]
+        # keywords (evaluated under it, at or below the same value) are dropped. Indexed
+        # by the subschema's evaluation path, so that thousands of wrong items cost
+        # thousands of lookups, not their square.
+        wrong_types = _WrongTypes(errors)
         for error in errors:
-            if wrong_types:
-                evaluation = tuple(error.evaluation_path)
-                instance = tuple(error.instance_path)
-                if any(
-                    other is not error
-                    and _is_under(evaluation, prefix)
-                    and _is_under(instance, where)
-                    for prefix, where, other in wrong_types
-                ):
-                    continue
-            self._issue(error, root, out)
+            instance = tuple(error.instance_path)
+            if wrong_types.at and wrong_types.hide(
+                tuple(error.evaluation_path), instance, error.kind.name == "type"
+            ):
+                continue
+            self._issue(error, root, out, path=instance)
 
     def _issue(
         self,
@@ -358,10 +382,12 @@ class CompiledSchema:
         root: Any,
         out: list[SchemaIssue],
         *,
+        path: tuple[str | int, ...] | None = None,
         key: tuple[tuple[str | int, ...], str] | None = None,
     ) -> None:
-        """Append the issues one error stands for. ``key``: the error is about a mapping
-        key (``propertyNames``): the path to it, and the key."""
+        """Append the issues one error stands for (``path``: its instance path, when the
+        caller has it). ``key``: the error is about a mapping key (``propertyNames``):
+        the path to it, and the key."""
         import jsonschema_rs
 
         kinds = jsonschema_rs.ValidationErrorKind
@@ -370,7 +396,8 @@ class CompiledSchema:
         if key is not None:
             path, value = key
         else:
-            path = tuple(error.instance_path)
+            if path is None:
+                path = tuple(error.instance_path)
             value = _value_at(root, path)
         if isinstance(kind, kinds.FalseSchema):
             out.append(SchemaIssue(path, "no value is allowed here", "false"))
@@ -391,8 +418,7 @@ class CompiledSchema:
             wanted = (declared,) if isinstance(declared, str) else tuple(declared)
             shown = "" if isinstance(value, (dict, list)) else f" ({describe(value)})"
             add(
-                f"expected {' or '.join(map(_article, wanted))}, "
-                f"found {_article(json_type(value))}{shown}",
+                f"expected {_articles(wanted)}, found {_article(json_type(value))}{shown}",
                 expected=wanted,
             )
         elif isinstance(kind, kinds.Enum):
@@ -402,8 +428,9 @@ class CompiledSchema:
             add(f"{describe(value)} must be {describe(owner.get('const', kind.expected_value))}")
         elif isinstance(kind, (kinds.AdditionalProperties, kinds.UnevaluatedProperties)):
             known = sorted(owner.get("properties") or {})
+            unexpected = set(kind.unexpected)
             names = (
-                [name for name in value if name in kind.unexpected]
+                [name for name in value if name in unexpected]
                 if isinstance(value, dict)
                 else list(kind.unexpected)
             )
