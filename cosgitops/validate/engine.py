@@ -553,6 +553,8 @@ class _Session:
         for _, root in tasks:
             if root is not None:
                 self.repository_channels(root)  # read once, before the workers split
+        for kind in ("derivative", "cloud-config"):
+            schema_for(kind)  # compiled once: the workers share the loaded engine
         for outcome in _run_forked(self, [tasks[i::workers] for i in range(workers)]):
             diagnostics, folders, scanned, looked_at, documents = outcome
             self.diagnostics.extend(diagnostics)
