@@ -12,12 +12,16 @@ import shutil
 import pytest
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def require(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if not missing:
         return
     message = f"{', '.join(missing)} not installed (.ci/run installs them)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 
@@ -25,6 +29,6 @@ def require(*tools: str) -> None:
 def require_root() -> None:
     if os.geteuid() == 0:
         return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail("this test needs root, as CI runs")
     pytest.skip("this test needs root")
