@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -375,13 +376,24 @@ def _data_documents() -> list[tuple[str, Any]]:
             document = parse_yaml(path.read_bytes()).document if path.is_file() else None
             if document is not None:
                 found.append(("cloud-config", document.value))
+    scaffold = DATA.parent.parent / "templates" / "scaffold"
+    for kind, pattern in (
+        ("repository", "cosgitops.yaml"),
+        ("derivative", "derivatives/*/derivative.yaml"),
+        ("base", "bases/*/base.yaml"),
+    ):
+        for path in sorted(scaffold.glob(pattern)):
+            filled = re.sub(rb"@[A-Z_]+@", b"fleet", path.read_bytes())  # init's placeholders
+            document = parse_yaml(filled).document
+            assert document is not None, path
+            found.append((kind, document.value))
     for kind in SHIPPED:
         found.extend((kind, example) for example in raw(kind).get("examples", ()))
     found.append(("base", BASE))
     return found
 
 
-BASE = {  # bases/<name>/base.yaml, whose schema has no examples of its own
+BASE = {  # bases/<name>/base.yaml with every key (its schema has no examples)
     "apiVersion": "cosgitops/v1",
     "kind": "Base",
     "metadata": {"name": "debian", "description": "Debian with the agent"},
