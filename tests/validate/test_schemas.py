@@ -24,7 +24,6 @@ from cosgitops.validate.schema import CompiledSchema, SchemaCompileError, Schema
 KINDS = ("derivative", "repository", "cloud-config")
 SHIPPED = (*KINDS, "agent", "base")
 DATA = Path(__file__).resolve().parent.parent / "data"
-INTEROP = DATA.parent.parent.parent / "shared" / "interop"
 
 
 def raw(kind: str) -> dict[str, Any]:
@@ -363,7 +362,7 @@ def test_the_branch_whose_type_fits_explains_an_any_of() -> None:
 # ---------------------------------------------------------------- the reference verdict
 
 
-def _data_documents() -> list[tuple[str, Any]]:
+def _data_documents(interop: Path) -> list[tuple[str, Any]]:
     """The values cosgitops reads from the data files, each with its kind."""
     found: list[tuple[str, Any]] = []
     for folder in ("valid", "invalid"):
@@ -371,11 +370,10 @@ def _data_documents() -> list[tuple[str, Any]]:
             document = parse_yaml(path.read_bytes()).document
             if document is not None:
                 found.append((path.parent.name, document.value))
-    if (INTEROP / "yip").is_dir():
-        for path in sorted((INTEROP / "yip").rglob("*")):
-            document = parse_yaml(path.read_bytes()).document if path.is_file() else None
-            if document is not None:
-                found.append(("cloud-config", document.value))
+    for path in sorted((interop / "yip").rglob("*")):
+        document = parse_yaml(path.read_bytes()).document if path.is_file() else None
+        if document is not None:
+            found.append(("cloud-config", document.value))
     scaffold = DATA.parent.parent / "templates" / "scaffold"
     for kind, pattern in (
         ("repository", "cosgitops.yaml"),
@@ -492,11 +490,14 @@ def _check_jsonschema_verdicts(kind: str, documents: list[Any], folder: Path) ->
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", SHIPPED)
-def test_check_jsonschema_agrees_on_every_shipped_schema(kind: str, tmp_path: Path) -> None:
-    """On the data files and on seeded mutations of them, cosgitops says valid exactly
-    when check-jsonschema (ECMA-262 patterns, the reference) does."""
+def test_check_jsonschema_agrees_on_every_shipped_schema(
+    kind: str, tmp_path: Path, interop: Path
+) -> None:
+    """On the data files (the project's, the scaffold's, the real yip files) and on
+    seeded mutations of them, cosgitops says valid exactly when check-jsonschema
+    (ECMA-262 patterns, the reference) does."""
     rng = random.Random(f"reference-{kind}")
-    seeds = _data_documents()
+    seeds = _data_documents(interop)
     own = [value for document_kind, value in seeds if document_kind == kind]
     documents = [*own, *(value for _, value in rng.sample(seeds, min(len(seeds), 40)))]
     while len(documents) < 900:
