@@ -37,6 +37,7 @@ class Limits:
     # Layer extraction on the device
     extract_max_entries: int = 1_000_000
     extract_max_total_bytes: int = 64 * GiB
+    extract_max_path_depth: int = 128  # components in one path (flattening an image)
     # Network
     http_timeout_seconds: float = 30.0
     http_retries: int = 4
