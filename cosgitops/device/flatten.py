@@ -753,6 +753,7 @@ def flatten_layers(
                 )
         with temporary.open("rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
         digest, size = _file_digest(temporary)
         os.replace(temporary, output)
     except BaseException:
@@ -958,6 +959,38 @@ class SquashfsImage:
             if len(fields) >= 2:
                 out.append((_DESCRIBE_KINDS.get(fields[0], fields[0]), _absolute(fields[1])))
         return out
+
+    def copy_tree(self, path: str, dest: Path) -> list[str]:
+        """Copy the folder ``path`` of the image (files and folders only) into ``dest``;
+        returns the files copied, relative to ``path``."""
+        root = self.resolve(path)
+        if root.kind != "dir":
+            raise NotFoundError(f"{path} is a {root.kind} in the image, not a directory")
+        prefix = root.path.rstrip("/") + "/"
+        copied = []
+        dest.mkdir(parents=True, exist_ok=True)
+        for kind, entry in self.entries():
+            if not entry.startswith(prefix):
+                continue
+            relative = entry[len(prefix) :]
+            target = dest / relative
+            if kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+            elif kind == "file":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as handle:
+                    result = subprocess.run(
+                        [self._binary, "--cat", entry, str(self.path)],
+                        stdout=handle, stderr=subprocess.PIPE, check=False,
+                    )  # fmt: skip
+                if result.returncode != 0:
+                    raise SquashfsError(f"rdsquashfs --cat {entry} failed: {result.stderr!r}")
+                copied.append(relative)
+            else:
+                raise SquashfsError(
+                    f"{entry} in the image is a {kind}; only files and folders can be copied"
+                )
+        return sorted(copied)
 
     def os_release(self) -> dict[str, str]:
         """``/etc/os-release`` (or ``/usr/lib/os-release``), parsed; {} when neither exists."""
