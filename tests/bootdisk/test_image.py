@@ -116,7 +116,7 @@ def test_errors_reading_back(tmp_path: Path) -> None:
     content = make_content(tmp_path / "content")
     output = write_disk_image(content, tmp_path / "disk.img").path
     disk = DiskImage(output)
-    with pytest.raises(DiskError, match="no partition named COS_NOPE.*COS_GRUB, COS_OEM"):
+    with pytest.raises(DiskError, match=r"no partition named COS_NOPE.*COS_GRUB, COS_OEM"):
         disk.read_bytes("COS_NOPE", "/x")
     with pytest.raises(DiskError, match="not a file"):
         disk.read_bytes("COS_STATE", "/missing")
@@ -167,10 +167,10 @@ def test_bad_requests_are_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a folder"):
         write_disk_image(content, tmp_path)
     missing = DiskContent(**{**content.__dict__, "persistent": tmp_path / "absent"})
-    with pytest.raises(DiskError, match="COS_PERSISTENT: the staging folder .* does not exist"):
+    with pytest.raises(DiskError, match=r"COS_PERSISTENT: the staging folder .* does not exist"):
         write_disk_image(missing, tmp_path / "disk.img")
     os.mkfifo(content.oem / "fifo")
-    with pytest.raises(DiskError, match="COS_OEM: .*fifo is a device node, FIFO or socket"):
+    with pytest.raises(DiskError, match=r"COS_OEM: .*fifo is a device node, FIFO or socket"):
         write_disk_image(content, tmp_path / "disk.img")
     (content.oem / "fifo").unlink()
     (content.esp / "EFI" / "link").symlink_to("BOOT")
@@ -222,8 +222,10 @@ print("done")
 def test_an_interrupted_run_leaves_nothing_under_the_target(tmp_path: Path, signum: int) -> None:
     content = make_content(tmp_path / "content", image_bytes=256 * MiB)
     output = tmp_path / "disk.img"
-    process = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "content"), str(output)],
-                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    argv = [sys.executable, "-c", _WRITER, str(tmp_path / "content"), str(output)]
+    process = subprocess.Popen(
+        argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".tmp-disk.img.*/COS_*.img")):
         assert process.poll() is None, process.communicate()
