@@ -93,7 +93,7 @@ def check_bootable(image: SquashfsImage | Path, *, platform: str = "linux/amd64"
             problems.append(f"no {what} at {path}")
             continue
         if entry.kind != "file" or entry.size == 0:
-            problems.append(f"{path} is not a {what} (a {entry.kind} of {entry.size} bytes)")
+            problems.append(f"the {what} {path} is a {entry.kind} of {entry.size} bytes")
             continue
         files[what] = (entry.path, entry.size)
     if "kernel" in files:
