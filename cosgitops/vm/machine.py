@@ -209,8 +209,9 @@ class Machine:
             if drive.read_only:
                 options += ",readonly=on"
             serial = drive.serial or f"extra{index}"
-            argv += ["-drive", options,
-                     "-device", f"virtio-blk-pci,drive=extra{index},serial={serial}"]  # fmt: skip
+            # a boot index makes OVMF connect the disk (it connects boot devices only)
+            device = f"virtio-blk-pci,drive=extra{index},serial={serial},bootindex={index + 2}"
+            argv += ["-drive", options, "-device", device]
         if self.shared is not None:
             folder = self.shared
             options = (f"local,path={folder.path},mount_tag={folder.tag},security_model=none,"
