@@ -239,9 +239,7 @@ class Ext4Reader:
         if entry is None or entry.kind != "file":
             raise DiskError(f"{self.label}: {path} is not a file on the partition")
         if entry.size > max_bytes:
-            raise DiskError(
-                f"{self.label}: {path} is {entry.size} bytes, over {max_bytes} bytes"
-            )
+            raise DiskError(f"{self.label}: {path} is {entry.size} bytes, over {max_bytes} bytes")
         data = self._request(f"cat {_quote(path)}")
         if len(data) != entry.size:
             raise DiskError(f"{self.label}: read {len(data)} of {entry.size} bytes of {path}")

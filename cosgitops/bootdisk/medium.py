@@ -5,8 +5,12 @@ attach as a disk)::
 
     medium.json                  what it holds: derivative, releases (version, image, digest)
     public/                      a copy of the published index (TUF metadata, targets, channels)
-    images/<derivative>/         an OCI image layout: the release images (every platform),
-                                 tagged by version, with their signatures and referrers
+    images/<name>/               an OCI image layout per image repository (<name> is its last
+                                 path component: the derivative, as cosgitops names images),
+                                 the release images (every platform) tagged by version, with
+                                 their signatures and referrers
+
+The places are the device side's (:class:`cosgitops.device.medium.UpdateMedium`).
 
 The device verifies everything on it exactly as it verifies the network index: the
 medium is a transport, never a source of trust. The folder is built beside the output
@@ -27,11 +31,11 @@ from typing import Any
 from cosgitops.bootdisk.filesystems import make_ext4, tree_stats
 from cosgitops.bootdisk.layout import MiB, ext4_size_for
 from cosgitops.bootdisk.tools import DiskError
+from cosgitops.device.medium import IMAGES_DIR, INDEX_DIR, MEDIUM_LABEL, UpdateMedium
 from cosgitops.errors import NotFoundError
 from cosgitops.fsutil import atomic_write_text, fsync_dir
 from cosgitops.progress import NULL_PROGRESS, Progress
 
-MEDIUM_LABEL = "COS_UPDATE"
 MEDIUM_FILE = "medium.json"
 MEDIUM_SCHEMA_VERSION = 1
 
@@ -41,9 +45,15 @@ class MediumRelease:
     version: str
     image: str  # NAME@DIGEST as the index names it
     digest: str
+    layout: str  # the OCI layout holding it, relative to the medium: images/<name>
 
     def to_json(self) -> dict[str, str]:
-        return {"version": self.version, "image": self.image, "digest": self.digest}
+        return {
+            "version": self.version,
+            "image": self.image,
+            "digest": self.digest,
+            "layout": self.layout,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ class MediumResult:
 
     @property
     def layout(self) -> Path:
-        return self.path / "images" / self.derivative
+        """The OCI layout of the newest release (one per image repository)."""
+        return self.path / self.releases[-1].layout
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,30 +141,31 @@ def write_update_medium(
     staged = Path(tempfile.mkdtemp(prefix=f".tmp-{output.name}.", dir=output.parent))
     image_tmp: Path | None = None
     try:
-        shutil.copytree(public_dir, staged / "public", symlinks=True)
-        layout = OCILayoutStore(staged / "images" / derivative)
-        layout.ensure_layout()
+        shutil.copytree(public_dir, staged / INDEX_DIR, symlinks=True)
+        medium = UpdateMedium(staged)
         releases = []
         for manifest in manifests:
             task = progress.task(f"medium: {derivative} {manifest.version}")
+            layout = OCILayoutStore(medium.layout_for(manifest.image))
+            layout.ensure_layout()
             source = open_store(manifest.image, store_options)
             copy_image(source, manifest.digest, layout, tag=manifest.version,
                        include_referrers=True, work_dir=output.parent)  # fmt: skip
             signature_tag = legacy_tag(manifest.digest)
             if source.resolve(signature_tag) is not None:
                 copy_image(source, signature_tag, layout, tag=signature_tag, work_dir=output.parent)
-            releases.append(MediumRelease(manifest.version, manifest.image, manifest.digest))
+            where = layout.path.relative_to(staged).as_posix()
+            releases.append(MediumRelease(manifest.version, manifest.image, manifest.digest, where))
             task.close()
         description = {
             "schemaVersion": MEDIUM_SCHEMA_VERSION,
             "derivative": derivative,
-            "index": "public",
-            "layout": f"images/{derivative}",
+            "index": INDEX_DIR,
             "releases": [release.to_json() for release in releases],
         }
         atomic_write_text(staged / MEDIUM_FILE, json.dumps(description, indent=2) + "\n")
         blob_bytes = sum(
-            path.stat().st_size for path in (layout.path / "blobs").rglob("*") if path.is_file()
+            path.stat().st_size for path in (staged / IMAGES_DIR).rglob("*") if path.is_file()
         )
         if image_file is not None:
             task = progress.task(f"medium: {MEDIUM_LABEL} image")

@@ -102,32 +102,7 @@ class DiskImage:
 
 
 def read_grubenv(disk: Path, label: str = "COS_STATE", path: str = "/grubenv") -> dict[str, str]:
-    """The variables of a GRUB environment block on a partition of ``disk``."""
+    """The variables of the GRUB environment block on a partition of ``disk``."""
+    from cosgitops.device.grubenv import parse_grubenv
+
     return parse_grubenv(DiskImage(disk).read_bytes(label, path, max_bytes=64 * 1024))
-
-
-def parse_grubenv(data: bytes) -> dict[str, str]:
-    """``# GRUB Environment Block`` + ``name=value`` lines, padded with ``#`` to 1024 bytes."""
-    text = data.decode("utf-8", errors="replace")
-    if not text.startswith("# GRUB Environment Block\n"):
-        raise DiskError("not a GRUB environment block (its header line is missing)")
-    values: dict[str, str] = {}
-    for line in text.splitlines()[1:]:
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, _, value = line.partition("=")
-        values[name] = _unescape(value)
-    return values
-
-
-def _unescape(value: str) -> str:
-    out = []
-    index = 0
-    while index < len(value):
-        char = value[index]
-        if char == "\\" and index + 1 < len(value):
-            index += 1
-            char = "\n" if value[index] == "n" else value[index]
-        out.append(char)
-        index += 1
-    return "".join(out)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MARKER = "COSGITOPS "
+from cosgitops.device.events import PREFIX
+
+MARKER = PREFIX  # "COSGITOPS ", as the guest side writes it
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 _DECODER = json.JSONDecoder()
 

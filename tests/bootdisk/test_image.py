@@ -21,8 +21,9 @@ from cosgitops.bootdisk import layout as L
 from cosgitops.bootdisk.filesystems import GRUB_REFUSED_FEATURES, ext4_features
 from cosgitops.bootdisk.gpt import read_gpt
 from cosgitops.bootdisk.image import DiskContent, plan_disk, write_disk_image
-from cosgitops.bootdisk.read import DiskImage, list_partitions, parse_grubenv, read_grubenv
+from cosgitops.bootdisk.read import DiskImage, list_partitions, read_grubenv
 from cosgitops.bootdisk.tools import DiskError, DiskSizeError
+from cosgitops.device.grubenv import parse_grubenv
 from cosgitops.errors import UsageError
 from tests.conftest import PROJECT_ROOT
 from tests.helpers.tinyboot import grubenv_block
@@ -333,14 +334,6 @@ def test_gpt_reader_refuses_damage(tmp_path: Path) -> None:
     os.truncate(truncated, 200 * MiB)
     with pytest.raises(DiskError, match="outside the disk"):
         read_gpt(truncated)
-
-
-def test_grubenv_parsing() -> None:
-    block = grubenv_block({"cos_tries": "xx", "path": "a\\\\b", "nl": "x\\ny"})
-    assert len(block) == 1024
-    assert parse_grubenv(block) == {"cos_tries": "xx", "path": "a\\b", "nl": "x\ny"}
-    with pytest.raises(DiskError, match="not a GRUB environment block"):
-        parse_grubenv(b"cos_tries=xx\n")
 
 
 def test_write_speed_is_reported(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cosgitops.bootdisk.filesystems import Ext4Reader
-from cosgitops.bootdisk.medium import MEDIUM_LABEL, read_medium, write_update_medium
+from cosgitops.bootdisk.medium import read_medium, write_update_medium
+from cosgitops.device.medium import MEDIUM_LABEL, UpdateMedium
 from cosgitops.errors import NotFoundError
 from cosgitops.oci.layout import OCILayoutStore
 from cosgitops.signing import verify_image
@@ -66,9 +67,15 @@ def test_medium_holds_the_index_and_every_release_signed(tmp_path: Path, fleet: 
     assert len(blobs) == len({path.name for path in blobs})
     description = read_medium(output)
     assert description["derivative"] == DERIVATIVE
-    assert description["layout"] == f"images/{DERIVATIVE}"
+    assert {r["layout"] for r in description["releases"]} == {f"images/{DERIVATIVE}"}
+    assert result.layout == output / "images" / DERIVATIVE
     assert [r["digest"] for r in description["releases"]] == [m.digest for m in fleet.published]
     assert result.blob_bytes > 0 and not list(tmp_path.glob(".tmp-*"))
+    # the device side finds the index and each image where this side put them
+    medium = UpdateMedium.at(output)
+    assert medium.index == output / "public"
+    for manifest in fleet.published:
+        assert medium.layout_for(manifest.image) == result.layout
 
 
 def test_chosen_versions_and_an_ext4_image(tmp_path: Path, fleet: Fleet) -> None:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from cosgitops.bootdisk.image import DiskContent
+from cosgitops.device.grubenv import render_grubenv
 
 SERIAL_PRELUDE = """\
 serial --unit=0 --speed=115200
@@ -26,9 +27,9 @@ MODULES = "part_gpt fat ext2 squash4 loopback search serial echo cat test sleep 
 
 def grub_efi(dest: Path, script: str) -> Path:
     """``dest`` = a BOOTX64.EFI that runs ``script`` (after the serial console set-up)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.parent / f".{dest.name}.cfg"
     work.write_text(SERIAL_PRELUDE + script)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(dest), f"--modules={MODULES}",
          "--install-modules=" + MODULES, "--locales=", "--themes=", "--fonts=",
@@ -40,9 +41,8 @@ def grub_efi(dest: Path, script: str) -> Path:
 
 
 def grubenv_block(values: dict[str, str] | None = None) -> bytes:
-    """A 1024-byte GRUB environment block."""
-    body = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in (values or {}).items())
-    return body.encode() + b"#" * (1024 - len(body.encode()))
+    """A 1024-byte GRUB environment block (as the agent writes it)."""
+    return render_grubenv(values or {})
 
 
 def staging(root: Path, script: str, *, state: dict[str, bytes] | None = None) -> DiskContent:
