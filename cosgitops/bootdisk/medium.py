@@ -135,7 +135,7 @@ def write_update_medium(
 
     started = time.monotonic()
     check_derivative_name(derivative)
-    public_dir, output = Path(public_dir), Path(output)
+    public_dir, output = Path(public_dir).absolute(), Path(output).absolute()
     manifests = _releases(public_dir, derivative, versions)
     output.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".tmp-{output.name}.", dir=output.parent))

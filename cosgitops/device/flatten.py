@@ -85,6 +85,14 @@ class SquashfsError(CosgitopsError):
     """A squashfs tool is missing or failed."""
 
 
+class LayerIntegrityError(IntegrityError):
+    """A layer blob does not match its digest or its diff_id."""
+
+    def __init__(self, message: str, *, digest: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.digest = digest
+
+
 @dataclass(frozen=True)
 class LayerBlob:
     """One layer to flatten: its blob on disk and the two digests it must match."""
@@ -211,6 +219,12 @@ class _LayerStream:
         del self._buffer[:want]
         return data
 
+    def hash_rest(self) -> None:
+        """Hash the compressed bytes not read yet (after the stream proved broken)."""
+        self._pending = b""
+        while self._read_raw():
+            pass
+
     def drain(self, end: int | None = None) -> None:
         """Read to the end (hashing). With ``end`` (where the tar's end-of-archive marker
         starts), every byte from there on must be zero: anything else is data the tar
@@ -240,15 +254,17 @@ class _LayerStream:
 def _check_digests(blob: LayerBlob, stream: _LayerStream, label: str) -> None:
     actual = "sha256:" + stream.compressed.hexdigest()
     if actual != blob.digest:
-        raise IntegrityError(
+        raise LayerIntegrityError(
             f"{label} does not match its digest (got {actual})",
+            digest=blob.digest,
             hint="the blob was modified or corrupted on disk; nothing was written",
         )
     uncompressed = "sha256:" + stream.uncompressed.hexdigest()
     if uncompressed != blob.diff_id:
-        raise IntegrityError(
+        raise LayerIntegrityError(
             f"{label}: its uncompressed content {uncompressed} is not the diff_id "
             f"{blob.diff_id} the image config names",
+            digest=blob.digest,
             hint="the image config and the layer disagree; the image is refused",
         )
 
@@ -257,41 +273,61 @@ def _check_digests(blob: LayerBlob, stream: _LayerStream, label: str) -> None:
 def _open_layer(
     blob: LayerBlob, label: str, progress: Progress
 ) -> Iterator[tuple[tarfile.TarFile | None, _LayerStream]]:
-    """The layer's tar (None for an empty layer); digests are checked on a clean exit."""
+    """The layer's tar (None for an empty layer); digests are checked on a clean exit.
+
+    When the layer turns out broken or hostile, the rest of the blob is hashed first: a
+    blob that does not match its digest (a tampered or rotted cache file) is reported as
+    that, which is what the caller acts on (dropping the cached copy)."""
     task = progress.task(f"flatten {label}", total=_size_or_none(blob.path))
     try:
         with blob.path.open("rb") as handle:
             head = handle.read(4)
             handle.seek(0)
             stream = _LayerStream(handle, _compression(blob, head, label), label, task)
-            archive: tarfile.TarFile | None
             try:
-                archive = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
-                    fileobj=stream, mode="r|", encoding=_ENCODING, errors=_ERRORS
-                )
-            except tarfile.ReadError as exc:
-                if stream.uncompressed_size:
+                archive = _tar_reader(stream, label)
+                try:
+                    yield archive, stream
+                except (tarfile.TarError, EOFError) as exc:
                     raise RemoteDataError(
                         f"{label} is not a valid tar archive: {exc}",
                         hint="the publisher pushed a broken layer",
                     ) from exc
-                archive = None  # an empty stream: a layer that adds nothing
-            try:
-                yield archive, stream
-            except (tarfile.TarError, EOFError) as exc:
-                raise RemoteDataError(
-                    f"{label} is not a valid tar archive: {exc}",
-                    hint="the publisher pushed a broken layer",
-                ) from exc
-            finally:
-                if archive is not None:
-                    archive.close()
-            stream.drain(None if archive is None else archive.offset)
+                finally:
+                    if archive is not None:
+                        archive.close()
+                stream.drain(None if archive is None else archive.offset)
+            except RemoteDataError as damage:
+                if isinstance(damage, IntegrityError):
+                    raise
+                stream.hash_rest()
+                actual = "sha256:" + stream.compressed.hexdigest()
+                if actual != blob.digest:
+                    raise LayerIntegrityError(
+                        f"{label} does not match its digest (got {actual})",
+                        digest=blob.digest,
+                        hint="the blob was modified or corrupted on disk; nothing was written",
+                    ) from damage
+                raise
             _check_digests(blob, stream, label)
     except FileNotFoundError as exc:
         raise NotFoundError(f"{label}: the blob {blob.path} does not exist") from exc
     finally:
         task.close()
+
+
+def _tar_reader(stream: _LayerStream, label: str) -> tarfile.TarFile | None:
+    try:
+        return tarfile.open(  # type: ignore[call-overload, no-any-return]
+            fileobj=stream, mode="r|", encoding=_ENCODING, errors=_ERRORS
+        )
+    except tarfile.ReadError as exc:
+        if stream.uncompressed_size:
+            raise RemoteDataError(
+                f"{label} is not a valid tar archive: {exc}",
+                hint="the publisher pushed a broken layer",
+            ) from exc
+        return None  # an empty stream: a layer that adds nothing
 
 
 def _size_or_none(path: Path) -> int | None:
@@ -1018,3 +1054,84 @@ def parse_os_release(text: str) -> dict[str, str]:
             parts = [raw.strip("\"'")]
         values[key] = " ".join(parts)
     return values
+
+
+# ------------------------------------------------------------------ as a slot applier
+
+
+class FlattenApplier:
+    """Installs a verified image as one squashfs image file, straight from the layer
+    cache (the form a cOS disk boots; see :mod:`cosgitops.device.cosdisk`).
+
+    Same steps and crash points as the built-in applier: missing layers are downloaded
+    into the cache, then the image is flattened to ``<partition>/transition.squashfs``
+    (which a crash leaves behind for ``SlotStore.reconcile`` to remove), synced, and
+    renamed into ``<partition>/slots/`` before any state names it. Nothing is unpacked,
+    so owners, modes and file capabilities are exact and no privileges are needed.
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+    ) -> None:
+        from cosgitops.device.cache import LayerCache
+
+        self.device = device
+        self.limits = limits
+        self.compression_level = compression_level
+        self.cache = LayerCache(device)
+
+    def apply(self, image: Any, store: Any, partition: str, progress: Progress) -> Any:
+        from cosgitops.device import faults
+        from cosgitops.device.apply import ApplyResult
+        from cosgitops.device.cache import CacheStats
+        from cosgitops.device.slots import SQUASHFS_SUFFIX
+        from cosgitops.device.state import SlotRecord, now_text
+        from cosgitops.oci.transfer import read_image_config
+
+        stats = CacheStats()
+        for layer in image.layers:
+            self.cache.fetch(store, layer, stats, progress)
+            faults.crash_point("layer-downloaded")
+        manifest = store.get_manifest(image.manifest_digest)
+        config = read_image_config(store, manifest, limits=self.limits)
+        blobs = layer_blobs(image.layers, config, self.cache.path)
+        base = self.device.partition(partition)
+        transition = base / f"transition{SQUASHFS_SUFFIX}"
+        try:
+            result = flatten_layers(
+                blobs,
+                transition,
+                limits=self.limits,
+                compression_level=self.compression_level,
+                progress=progress,
+            )
+        except LayerIntegrityError as error:
+            # A cached layer rotted or was altered: drop it so the next run fetches it.
+            self.cache.discard(error.digest)
+            raise
+        faults.crash_point("transition-complete")
+        label = f"{image.release.version}-{image.digest.split(':', 1)[1][:12]}"
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in label)
+        slots = base / "slots"
+        slots.mkdir(parents=True, exist_ok=True)
+        target = slots / f"{safe}-{os.urandom(4).hex()}{SQUASHFS_SUFFIX}"
+        os.rename(result.path, target)
+        fsync_dir(slots)
+        fsync_dir(base)
+        faults.crash_point("slot-stored")
+        record = SlotRecord(
+            version=image.release.version,
+            digest=image.digest,
+            image=image.release.image,
+            storage=str(target.relative_to(self.device.root)),
+            format="squashfs",
+            manifest_digest=image.manifest_digest,
+            layers=tuple(layer.digest for layer in image.layers),
+            file_digest=result.digest,
+            installed=now_text(),
+        )
+        return ApplyResult(record, stats)

@@ -731,3 +731,19 @@ def test_file_modes_survive_as_extract_sees_them(layers: Layers, tmp_path: Path)
     if IS_ROOT:
         tree = unpack(layers.root / "image.squashfs", tmp_path / "unpacked")
         assert tree_digest(tree) == tree_digest(layers.extracted(blobs))
+
+
+def test_a_tampered_blob_is_reported_by_its_digest_whatever_else_breaks(layers: Layers) -> None:
+    """Damage that also breaks the gzip stream or plants a hostile entry is still named
+    for what it is, a blob that does not match its digest, so the cache can drop it."""
+    from cosgitops.device.flatten import LayerIntegrityError
+
+    good = layers.blob(tar_of([f("etc/file", os.urandom(3000))]))
+    good.path.write_bytes(good.path.read_bytes()[:-1] + b"!")  # breaks the gzip trailer
+    with pytest.raises(LayerIntegrityError, match="does not match its digest") as caught:
+        layers.flatten([good])
+    assert caught.value.digest == good.digest
+    hostile = gzip.compress(tar_of([f("../escape", "x")]), mtime=0)
+    good.path.write_bytes(hostile)
+    with pytest.raises(LayerIntegrityError):
+        layers.flatten([good])

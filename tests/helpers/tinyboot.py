@@ -20,9 +20,14 @@ SERIAL_PRELUDE = """\
 serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
+terminfo -g 250x50 serial vt100
 set pager=0
 """
-MODULES = "part_gpt fat ext2 squash4 loopback search serial echo cat test sleep halt reboot loadenv"
+# terminfo: GRUB wraps serial output at 80 columns unless told the terminal is wider
+MODULES = (
+    "part_gpt fat ext2 squash4 loopback search serial terminfo echo cat test sleep halt "
+    "reboot loadenv"
+)
 
 
 def grub_efi(dest: Path, script: str) -> Path:
