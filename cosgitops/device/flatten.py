@@ -62,6 +62,10 @@ NAME_MAX = 255  # bytes in one path component
 PATH_MAX = 4096  # bytes in a whole path or a symlink target
 XATTR_VALUE_MAX = 64 * 1024
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")  # what squashfs stores
+# POSIX ACLs live in system.*, which squashfs cannot store (mksquashfs drops them too).
+# Real images carry some (systemd puts one on /var/log/journal and re-applies it at boot
+# with tmpfiles); they are left out and counted, any other unstorable attribute refused.
+DROPPED_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 DEFAULT_COMPRESSION_LEVEL = 6
 _CHUNK = 1 * MiB
 _LOOKAHEAD = 256 * 1024  # more than tarfile reads ahead of the member it returns
@@ -112,6 +116,7 @@ class FlattenResult:
     layers: int
     tar_bytes: int  # uncompressed layer bytes read
     seconds: float
+    dropped_acls: tuple[str, ...] = ()  # paths whose POSIX ACLs squashfs could not keep
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +127,7 @@ class FlattenResult:
             "layers": self.layers,
             "tarBytes": self.tar_bytes,
             "seconds": round(self.seconds, 3),
+            "droppedAcls": list(self.dropped_acls),
         }
 
 
@@ -431,6 +437,7 @@ class _Flattener:
         self.sealed: set[str] = set()
         self.read_entries = 0
         self.read_bytes = 0
+        self.dropped_acls: list[str] = []
 
     # ---------------------------------------------------------------- checks
 
@@ -498,7 +505,7 @@ class _Flattener:
             )
         raise UnsafeLayerError(f"{where} has an unsupported tar entry type {member.type!r}")
 
-    def _xattrs(self, member: tarfile.TarInfo, where: str) -> dict[str, str]:
+    def _xattrs(self, member: tarfile.TarInfo, where: str, path: str = "") -> dict[str, str]:
         found: dict[str, str] = {}
         for key, value in member.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
@@ -513,6 +520,10 @@ class _Flattener:
                     ) from exc
                 content = raw.decode(_ENCODING, _ERRORS)
             else:
+                continue
+            if name in DROPPED_XATTRS:
+                if path and path not in self.dropped_acls:
+                    self.dropped_acls.append(path)
                 continue
             if not name.startswith(XATTR_NAMESPACES) or name in XATTR_NAMESPACES:
                 raise UnsafeLayerError(
@@ -589,7 +600,7 @@ class _Flattener:
                 hint="layers must not write through symlinks or files; refused",
             )
         origin = self._origin(member, path, kind, layer, where)
-        xattrs = self._xattrs(member, where)
+        xattrs = self._xattrs(member, where, path)
         if self._hidden(path):
             if not is_dir:
                 layer.sealed.add(path)
@@ -804,6 +815,7 @@ def flatten_layers(
         layers=len(layers),
         tar_bytes=flattener.read_bytes,
         seconds=time.monotonic() - started,
+        dropped_acls=tuple("/" + path for path in flattener.dropped_acls),
     )
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosgitops.vm.events import GuestEvent, iter_complete_lines, parse_event
+from cosgitops.vm.events import GuestEvent, clean_line, iter_complete_lines, parse_event
 from cosgitops.vm.host import (
     Firmware,
     VMError,
@@ -133,6 +133,10 @@ class _Run:
             if event is not None:
                 self.events.append(event)
         return lines
+
+    def partial_line(self) -> str:
+        """The line being written (a prompt such as ``login:`` ends without a newline)."""
+        return clean_line(self.pending.decode("utf-8", errors="replace"))
 
     def flush_partial(self) -> list[str]:
         """After the process ended: the last line, even without its newline."""
@@ -275,7 +279,8 @@ class Machine:
             exited = run.process.poll() is not None
             lines = run.flush_partial() if exited else run.read_lines()
             if until is not None:
-                for line in lines:
+                partial = [] if exited else [run.partial_line()]
+                for line in [*lines, *(text for text in partial if text)]:
                     if until(line):
                         if exited:
                             break

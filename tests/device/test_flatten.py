@@ -506,7 +506,7 @@ def test_random_layer_stacks_match_the_extractor(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ refusals
 
 
-_ACL = {"SCHILY.xattr.system.posix_acl_access": "a"}
+_NFS4_ACL = {"SCHILY.xattr.system.nfs4_acl": "a"}
 _BIG = {"SCHILY.xattr.user.big": "v" * 70000}
 HOSTILE = {
     "absolute": ([f("/etc/passwd", "x")], "absolute path"),
@@ -528,7 +528,7 @@ HOSTILE = {
     "through-symlink": ([sym("escape", "/"), f("escape/tmp/pwned", "x")], "below /escape"),
     "through-file": ([f("file", "x"), f("file/child", "y")], "below /file"),
     "file-over-own-dir": ([f("dir/child", "y"), f("dir", "x")], "has entries below it"),
-    "acl-xattr": ([f("x", "a", pax=_ACL)], "squashfs cannot store"),
+    "nfs4-acl-xattr": ([f("x", "a", pax=_NFS4_ACL)], "squashfs cannot store"),
     "big-xattr": ([f("x", "a", pax=_BIG)], "too large"),
     "empty-whiteout": ([f("etc/.wh."), f("x")], "names no valid entry"),
     "huge-uid": ([f("x", "a", uid=2**32)], "out of range"),
@@ -747,3 +747,16 @@ def test_a_tampered_blob_is_reported_by_its_digest_whatever_else_breaks(layers: 
     good.path.write_bytes(hostile)
     with pytest.raises(LayerIntegrityError):
         layers.flatten([good])
+
+
+def test_posix_acls_are_left_out_and_named(layers: Layers) -> None:
+    acl = {"SCHILY.xattr.system.posix_acl_access": "\x02\x00\x00\x00",
+           "SCHILY.xattr.system.posix_acl_default": "\x02\x00\x00\x00",
+           "SCHILY.xattr.user.kept": "yes"}  # fmt: skip
+    blobs = layers.stack([d("var/log/journal", mode=0o2755, gid=101, pax=acl), f("x", "x")])
+    result = layers.flatten(blobs)
+    assert result.dropped_acls == ("/var/log/journal",)
+    assert result.to_json()["droppedAcls"] == ["/var/log/journal"]
+    xattrs = subprocess.run(["rdsquashfs", "-x", "/var/log/journal", str(result.path)],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "user.kept=yes" in xattrs and "posix_acl" not in xattrs

@@ -86,6 +86,7 @@ reboot
 def test_a_predicate_returns_early_and_kill_cuts_the_power(tmp_path: Path) -> None:
     script = r"""
 echo "COSGITOPS {\"event\": \"ready\", \"n\": 1}"
+echo -n "prompt without a newline: "
 sleep 300
 halt
 """
@@ -97,6 +98,8 @@ halt
     assert machine.running
     with pytest.raises(VMError, match="already running"):
         machine.start(tmp_path / "other.log")
+    prompt = machine.wait(until=lambda line: line.endswith("newline: "), timeout=BOOT_TIMEOUT)
+    assert prompt.outcome == "matched" and prompt.matched_line == "prompt without a newline: "
     cut = machine.kill()
     assert cut is not None and cut.outcome == "killed" and not machine.running
     assert [event.event for event in cut.events] == ["ready"]
