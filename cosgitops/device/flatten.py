@@ -66,7 +66,7 @@ XATTR_NAMESPACES = ("user.", "trusted.", "security.")  # what squashfs stores
 # Real images carry some (systemd puts one on /var/log/journal and re-applies it at boot
 # with tmpfiles); they are left out and counted, any other unstorable attribute refused.
 DROPPED_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
-DEFAULT_COMPRESSION_LEVEL = 6
+DEFAULT_COMPRESSION_LEVEL = 1  # 1.7x faster than 6 for a 9% larger image (a Debian base)
 _CHUNK = 1 * MiB
 _LOOKAHEAD = 256 * 1024  # more than tarfile reads ahead of the member it returns
 _ENCODING = "utf-8"
