@@ -32,6 +32,7 @@ from cosgitops.device.slots import tree_digest
 from cosgitops.errors import IntegrityError, NotFoundError, RemoteDataError
 from cosgitops.oci import media
 from tests.device.tarbuild import digest_of
+from tests.helpers.tools import require
 
 MTIME = 1_700_000_000
 IS_ROOT = os.geteuid() == 0
@@ -144,6 +145,7 @@ def listing(image: Path) -> list[str]:
 
 @pytest.fixture
 def layers(tmp_path: Path) -> Layers:
+    require("tar2sqfs", "rdsquashfs", "unsquashfs")  # .ci/run installs them
     return Layers(tmp_path)
 
 
