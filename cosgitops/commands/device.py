@@ -37,13 +37,35 @@ def _format_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
-def _agent(root: Path, *, quiet: bool = True) -> Any:
+def _medium_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--medium",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Take the index and the images from this update medium (a folder holding "
+        "public/ and images/) instead of the configured index and registry.",
+    )(function)
+
+
+def _reboot_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--reboot",
+        is_flag=True,
+        help="On a system booted from a cosgitops disk: reboot when the outcome asks for it.",
+    )(function)
+
+
+def _agent(root: Path, *, quiet: bool = True, medium: Path | None = None) -> Any:
     from cosgitops.cli import set_crash_dir
     from cosgitops.config import DEFAULT_LIMITS
     from cosgitops.device.agent import DeviceAgent
+    from cosgitops.device.medium import UpdateMedium
     from cosgitops.progress import terminal_progress
 
-    agent = DeviceAgent(root, progress=terminal_progress(quiet=quiet))
+    agent = DeviceAgent(
+        root,
+        progress=terminal_progress(quiet=quiet),
+        medium=UpdateMedium.at(medium) if medium is not None else None,
+    )
     # a crash on a device is reported inside its root, where the admin looks
     if agent.device.agent_dir.is_dir() and not agent.device.agent_dir.is_symlink():
         set_crash_dir(
@@ -118,6 +140,14 @@ def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
             default="dir",
             show_default=True,
             help="Store slots as folders or squashfs images.",
+        ),
+        click.option(
+            "--slot-backend",
+            type=click.Choice(["folder", "cos-disk"]),
+            default="folder",
+            show_default=True,
+            help="folder: a device root on disk; cos-disk: a system booted from a cosgitops "
+            "disk (squashfs images switched by GRUB).",
         ),
         click.option(
             "--apply",
@@ -205,6 +235,7 @@ def _setup_from(options: dict[str, Any]) -> Any:
         signed_identity=options["signed_identity"],
         platform=options["platform"],
         slot_format=options["slot_format"],
+        slot_backend=options["slot_backend"],
         apply_method=options["apply_method"],
         registry_insecure=options["insecure_registry"],
         registry_ca=options["registry_ca"],
@@ -353,24 +384,68 @@ def _render_upgrade(report: Any, output_format: str) -> None:
 @click.option("--version", help="Move to exactly this version.")
 @click.option("--force", is_flag=True, help="Allow downgrades, yanked or rejected releases.")
 @click.option("--recovery", is_flag=True, help="Upgrade the recovery slot instead.")
+@_medium_option
+@_reboot_option
 @_format_option
 def upgrade_command(
-    root: Path, version: str | None, force: bool, recovery: bool, output_format: str
+    *,
+    root: Path,
+    version: str | None,
+    force: bool,
+    recovery: bool,
+    medium: Path | None,
+    reboot: bool,
+    output_format: str,
 ) -> None:
     """Verify and apply the release the policy chooses (download only missing layers)."""
-    agent = _agent(root, quiet=output_format == "json")
-    _render_upgrade(agent.upgrade(version=version, force=force, recovery=recovery), output_format)
+    agent = _agent(root, quiet=output_format == "json", medium=medium)
+    report = agent.upgrade(version=version, force=force, recovery=recovery)
+    _render_upgrade(report, output_format)
+    if reboot and report.installed is not None and not recovery:
+        agent.reboot()
+
+
+@device_group.command("watch")
+@_root_option
+@click.option(
+    "--interval",
+    type=float,
+    help="Seconds between looks (default: the config's updates.intervalSeconds).",
+)
+@click.option("--once", is_flag=True, help="Look once, then exit.")
+@click.option("--no-reboot", is_flag=True, help="Apply, but do not reboot into the release.")
+@_medium_option
+def watch_command(
+    root: Path, interval: float | None, once: bool, no_reboot: bool, medium: Path | None
+) -> None:
+    """The update service: look for releases (the index, or an update medium attached to
+    a booted device), apply them and reboot into them. Runs until stopped."""
+    agent = _agent(root, medium=medium)
+    report = agent.watch(interval=interval, once=once, reboot=False if no_reboot else None)
+    if once and report is not None:
+        _render_upgrade(report, "text")
+
+
+@device_group.command("reboot")
+@_root_option
+@click.option("--recovery", is_flag=True, help="Boot the recovery image once.")
+def reboot_command(root: Path, recovery: bool) -> None:
+    """Reboot a system booted from a cosgitops disk (the recovery image once, with
+    --recovery)."""
+    _agent(root).reboot(recovery=recovery)
 
 
 @device_group.command("boot-check")
 @_root_option
+@_reboot_option
 @_format_option
-def boot_check_command(root: Path, output_format: str) -> None:
+def boot_check_command(root: Path, reboot: bool, output_format: str) -> None:
     """Run the health checks of a pending release: commit, count a failure, or roll back.
 
     Exit 1 when a check failed (whether or not the device rolled back).
     """
-    report = _agent(root).boot_check()
+    agent = _agent(root)
+    report = agent.boot_check()
     if output_format == "json":
         _emit_json(report.to_json())
     else:
@@ -384,8 +459,15 @@ def boot_check_command(root: Path, output_format: str) -> None:
             "rolled-back": f"{version} failed {report.attempts} boots: rolled back to "
             f"{report.rolled_back_to.version if report.rolled_back_to else '?'}; "
             f"{version} will not be offered again",
+            "fell-back": report.message,
+            "recovery": report.message,
+            "reboot-needed": report.message,
         }
-        click.echo(messages[report.outcome])
+        click.echo(messages.get(report.outcome) or report.message or report.outcome)
+        if report.message and report.outcome in ("retry", "rolled-back"):
+            click.echo(report.message)
+    if reboot and report.needs_reboot:
+        agent.reboot()
     if not report.ok:
         sys.exit(1)
 
@@ -405,10 +487,15 @@ def rollback_command(root: Path, output_format: str) -> None:
 
 @device_group.command("reset")
 @_root_option
+@_reboot_option
 @_format_option
-def reset_command(root: Path, output_format: str) -> None:
+def reset_command(root: Path, reboot: bool, output_format: str) -> None:
     """Restore the active slot from the recovery slot (oem/ and persistent/ are kept)."""
-    report = _agent(root).reset()
+    agent = _agent(root)
+    report = agent.reset()
+    if reboot:
+        click.echo(f"reset to {report.active.version}; rebooting")
+        agent.reboot()
     if output_format == "json":
         _emit_json(report.to_json())
     else:

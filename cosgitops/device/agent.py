@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
-from cosgitops.device import faults, fstree
+from cosgitops.device import events, faults, fstree
 from cosgitops.device.apply import (
     Applier,
     BuiltinApplier,
@@ -36,7 +36,12 @@ from cosgitops.device.apply import (
     VerifiedImage,
     verify_release_image,
 )
-from cosgitops.device.boot import CheckResult, boot_outcome, run_health_checks
+from cosgitops.device.boot import (
+    CheckResult,
+    boot_outcome,
+    image_health_checks,
+    run_health_checks,
+)
 from cosgitops.device.cache import CacheStats, LayerCache
 from cosgitops.device.choose import (
     Choice,
@@ -55,8 +60,23 @@ from cosgitops.device.config import (
     load_agent_config,
     validate_agent_config,
 )
+from cosgitops.device.cosdisk import (
+    BACKEND as COS_DISK,
+)
+from cosgitops.device.cosdisk import (
+    BOOT_FILE,
+    BootableApplier,
+    BootedImage,
+    GrubBootLoader,
+    copy_image_slot,
+    read_boot_file,
+    request_reboot,
+    running_record,
+    system_facts,
+)
 from cosgitops.device.index import FetchStats, ReleaseIndex
 from cosgitops.device.layout import DeviceRoot
+from cosgitops.device.medium import UpdateMedium
 from cosgitops.device.rollout import wariness_from_machine_id
 from cosgitops.device.slots import SlotStore, check_storage
 from cosgitops.device.space import DiskFullError, full_disk_error, is_disk_full
@@ -203,16 +223,24 @@ class UpgradeReport:
 
 @dataclass
 class BootReport:
-    outcome: str  # committed | nothing-pending | retry | rolled-back
+    # committed | nothing-pending | retry | rolled-back; on a booted cOS disk also
+    # fell-back (GRUB booted the previous image) | recovery | reboot-needed
+    outcome: str
     release: SlotRecord | None
     attempts: int
     max_attempts: int
     checks: list[CheckResult]
     rolled_back_to: SlotRecord | None = None
+    message: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("committed", "nothing-pending")
+        return self.outcome in ("committed", "nothing-pending", "fell-back", "recovery")
+
+    @property
+    def needs_reboot(self) -> bool:
+        """The running image is not the one to run: boot again (GRUB decides which)."""
+        return self.outcome in ("retry", "rolled-back", "reboot-needed")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +250,7 @@ class BootReport:
             "maxAttempts": self.max_attempts,
             "checks": [check.to_json() for check in self.checks],
             "rolledBackTo": self.rolled_back_to.ident() if self.rolled_back_to else None,
+            "message": self.message or None,
         }
 
 
@@ -256,6 +285,8 @@ class DeviceSetup:
     signed_identity: str = "repository"  # or "digest": what a signature must bind
     platform: str | None = None
     slot_format: str = "dir"
+    slot_backend: str = "folder"  # folder | cos-disk
+    update_interval_seconds: float = 3600.0
     apply_method: str = "builtin"
     elemental_command: str = "elemental"
     registry_insecure: bool = False
@@ -285,7 +316,9 @@ class DeviceSetup:
             index_ca_file=local(self.index_ca),
             registry_insecure=self.registry_insecure,
             registry_ca_file=local(self.registry_ca),
-            slot_format=self.slot_format,
+            slot_format="squashfs" if self.slot_backend == COS_DISK else self.slot_format,
+            slot_backend=self.slot_backend,
+            update_interval_seconds=self.update_interval_seconds,
             apply_method=self.apply_method,
             elemental_command=self.elemental_command,
             max_attempts=self.max_attempts,
@@ -355,8 +388,14 @@ class DeviceAgent:
         limits: Limits = DEFAULT_LIMITS,
         progress: Progress = NULL_PROGRESS,
         clock: Callable[[], dt.datetime] | None = None,
+        boot_file: Path = BOOT_FILE,
+        medium: UpdateMedium | None = None,
     ) -> None:
         self.device = DeviceRoot(Path(root).absolute())
+        # On a booted cOS disk: what the boot script mounted as the running system.
+        self.boot_file = boot_file
+        # Updates from an attached medium instead of the configured index and registry.
+        self.medium = medium
         self.limits = limits
         self.progress = progress
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -379,6 +418,21 @@ class DeviceAgent:
             return self.config
         except ConfigError:
             return None
+
+    @property
+    def cos_disk(self) -> bool:
+        config = self._config_or_none()
+        return config is not None and config.slot_backend == COS_DISK
+
+    def booted(self) -> BootedImage | None:
+        """The image the running system booted (a cOS disk), or None."""
+        return read_boot_file(self.boot_file) if self.cos_disk else None
+
+    def _reconcile(self, state: DeviceState) -> None:
+        """Slots and links follow ``state``; on a cOS disk GRUB's environment too."""
+        self.slots.reconcile(state)
+        if self.cos_disk:
+            GrubBootLoader(self.device).follow(state, self.config.max_attempts)
 
     def machine_id(self) -> str:
         try:
@@ -415,8 +469,7 @@ class DeviceAgent:
             cleaned = replace(state, transaction=None, interrupted=state.transaction)
             self.slots.reconcile(cleaned)  # frees first: the journal write needs room
             state = self.journal.save(cleaned)
-        else:
-            self.slots.reconcile(state)
+        self._reconcile(state)
         with contextlib.suppress(OSError):  # a convenience copy; the journal is the truth
             self.recovery_copy.save(state.recovery)
         return state
@@ -499,6 +552,11 @@ class DeviceAgent:
         from cosgitops.oci.store import StoreOptions
 
         config = self.config
+        if self.medium is not None:
+            # Where the bytes come from changes; what is verified does not.
+            return open_store(
+                f"oci:{self.medium.layout_for(image)}", StoreOptions(limits=self.limits)
+            )
         ca_file = (
             config.resolve(self.device.agent_dir, config.registry_ca_file)
             if config.registry_ca_file
@@ -512,7 +570,17 @@ class DeviceAgent:
     def _applier(self) -> Applier:
         if self.config.apply_method == "elemental":
             return ElementalApplier(self.config.elemental_command)
+        if self.cos_disk:
+            from cosgitops.device.flatten import FlattenApplier
+
+            return BootableApplier(FlattenApplier(self.device, self.limits), self.device)
         return BuiltinApplier(self.device, self.config.slot_format, self.limits)
+
+    def _index(self) -> ReleaseIndex:
+        config = self.config
+        if self.medium is not None:
+            config = replace(config, index_url=str(self.medium.index))
+        return ReleaseIndex(self.device, config, self.limits)
 
     def _request(self, state: DeviceState, version: str | None, force: bool) -> ChoiceRequest:
         current = state.active
@@ -635,7 +703,7 @@ class DeviceAgent:
         """Refresh the index and say what an upgrade would do, and why."""
         started = time.monotonic()
         with self._session() as state:
-            index = ReleaseIndex(self.device, self.config, self.limits)
+            index = self._index()
             releases, problems = index.releases()
             choice = choose_release(releases, self._request(state, version, force))
             return CheckReport(
@@ -651,7 +719,7 @@ class DeviceAgent:
         started = time.monotonic()
         with self._session() as initial:
             state = initial
-            index = ReleaseIndex(self.device, self.config, self.limits)
+            index = self._index()
             releases, _problems = index.releases()
             faults.crash_point("index-refreshed")
             if recovery:
@@ -721,7 +789,7 @@ class DeviceAgent:
                     )
                 new_state = self.journal.save(new_state)
             faults.crash_point("state-committed")
-            self.slots.reconcile(new_state)
+            self._reconcile(new_state)
             with contextlib.suppress(OSError):
                 self.recovery_copy.save(new_state.recovery)
             faults.crash_point("links-updated")
@@ -743,6 +811,71 @@ class DeviceAgent:
                 seconds=time.monotonic() - started,
                 pending=new_state.boot.pending and not recovery,
             )
+
+    def watch(
+        self,
+        *,
+        interval: float | None = None,
+        once: bool = False,
+        reboot: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        find_medium: Callable[[], UpdateMedium | None] | None = None,
+    ) -> UpgradeReport | None:
+        """The update service: look for a release (the configured index, or an update
+        medium attached to a booted device) every ``interval`` seconds, apply it, and
+        reboot into it. Waits while the running release awaits its boot assessment."""
+        from cosgitops.device.medium import attached_medium
+
+        finder = find_medium or attached_medium
+        last_failure = last_none = ""
+        while True:
+            report, failure = self._update_once(finder)
+            if failure and failure != last_failure:
+                events.emit("upgrade", outcome="failed", message=failure)
+            if report is not None and report.installed is None and report.summary != last_none:
+                events.emit("upgrade", outcome="none", summary=report.summary)
+                last_none = report.summary
+            last_failure = failure
+            installed = report is not None and report.installed is not None
+            wants_reboot = self.config.update_reboot if reboot is None else reboot
+            if installed and wants_reboot and self.booted() is not None:
+                assert report is not None and report.installed is not None
+                events.emit("reboot", reason=f"boot {report.installed.version}")
+                request_reboot()
+                return report
+            if once:
+                return report
+            sleep(interval if interval is not None else self.config.update_interval_seconds)
+
+    def _update_once(
+        self, find_medium: Callable[[], UpdateMedium | None]
+    ) -> tuple[UpgradeReport | None, str]:
+        previous = self.medium
+        try:
+            if self.journal.load().boot.pending:
+                return None, ""
+            if self.medium is None and self.booted() is not None:
+                self.medium = find_medium()
+            report = self.upgrade()
+        except CosgitopsError as error:
+            return None, _describe(error)
+        finally:
+            self.medium = previous
+        if report.installed is not None:
+            events.emit(
+                "upgrade",
+                outcome="applied",
+                action=report.action,
+                version=report.installed.version,
+                digest=report.installed.digest,
+                previous=report.previous.version if report.previous else None,
+                layersDownloaded=len(report.cache.downloaded),
+                layersReused=len(report.cache.reused),
+                bytesDownloaded=report.cache.bytes_downloaded,
+                imageBytes=report.image_bytes,
+                seconds=round(report.seconds, 1),
+            )
+        return report, ""
 
     def _repair_recovery(self, choice: Choice, state: DeviceState) -> Choice:
         """The recovery slot already holds the release, but is damaged: install it again."""
@@ -804,9 +937,29 @@ class DeviceAgent:
 
     # ------------------------------------------------------------ boot assessment
 
+    def _health_checks(self, tree: Path) -> list[HealthCheck]:
+        """The image's own checks (baked in by the derivative) then the device's."""
+        return [*image_health_checks(tree), *self.config.checks]
+
+    def _run_checks(self, tree: Path) -> list[CheckResult]:
+        return run_health_checks(
+            self._health_checks(tree),
+            tree,
+            max_timeout=self.limits.health_check_timeout_seconds,
+            output_bytes=self.limits.health_check_output_bytes,
+        )
+
     def boot_check(self) -> BootReport:
-        """Assess the active release: commit, count a failed boot, or roll back."""
+        """Assess the active release: commit, count a failed boot, or roll back.
+
+        On a booted cOS disk the running system is what is assessed, and GRUB's own
+        counter decides when the boot falls back: a failed boot asks for a reboot, and a
+        boot of the passive image while the journal still waits for the active one
+        means GRUB gave up on it, which rejects it here."""
         with self._session() as initial:
+            booted = self.booted()
+            if booted is not None:
+                return self._booted_check(initial, booted)
             state = initial
             config = self.config
             active = state.active
@@ -818,24 +971,14 @@ class DeviceAgent:
             state = self.journal.save(replace(state, boot=replace(state.boot, attempts=attempts)))
             faults.crash_point("boot-attempt-counted")
             if active.format == "elemental":
-                results = run_health_checks(
-                    config.checks,
-                    Path("/"),
-                    max_timeout=self.limits.health_check_timeout_seconds,
-                    output_bytes=self.limits.health_check_output_bytes,
-                )
+                results = self._run_checks(Path("/"))
             else:
                 with self.slots.view(active, "active") as tree:
-                    results = run_health_checks(
-                        config.checks,
-                        tree,
-                        max_timeout=self.limits.health_check_timeout_seconds,
-                        output_bytes=self.limits.health_check_output_bytes,
-                    )
+                    results = self._run_checks(tree)
             passed = all(result.passed for result in results)
             outcome = boot_outcome(passed, attempts, config.max_attempts)
             if outcome == "commit":
-                self.journal.save(replace(state, boot=BootAssessment()))
+                self._reconcile(self.journal.save(replace(state, boot=BootAssessment())))
                 return BootReport("committed", active, attempts, config.max_attempts, results)
             failure = "; ".join(result.describe() for result in results if not result.passed)
             if outcome == "retry":
@@ -854,6 +997,88 @@ class DeviceAgent:
                 "rolled-back", active, attempts, config.max_attempts, results, switched.active
             )
 
+    def _booted_check(self, state: DeviceState, booted: BootedImage) -> BootReport:
+        config = self.config
+        maximum = config.max_attempts
+        active = state.active
+        running = running_record(state, booted)
+        events.emit(
+            "booted",
+            slot=booted.slot,
+            image=booted.image,
+            version=running.version if running else None,
+            digest=running.digest if running else None,
+            pending=state.boot.pending,
+            **system_facts(),
+        )
+        if booted.slot == "recovery":
+            message = "running the recovery image"
+            if active is not None and state.boot.pending:
+                message += (
+                    f"; release {active.version} did not pass its boot assessment "
+                    f"({state.boot.last_failure or 'it never reached boot-check'})"
+                )
+            report = BootReport("recovery", running, 0, maximum, [], message=message)
+            events.emit("boot-check", outcome=report.outcome, message=message)
+            return report
+        if active is None:
+            raise DeviceError("nothing is installed", hint="run `cosgitops device reset`")
+        if not booted.matches(active):
+            if state.boot.pending and state.passive is not None and booted.matches(state.passive):
+                failure = state.boot.last_failure or "it never reached boot-check"
+                reason = (
+                    f"did not pass its boot assessment in {max(state.boot.attempts, 1)} "
+                    f"boot(s) ({failure}); GRUB fell back to {state.passive.version}"
+                )
+                switched = self._switch_back(state, reason, automatic=True)
+                report = BootReport(
+                    "fell-back",
+                    active,
+                    state.boot.attempts,
+                    maximum,
+                    [],
+                    switched.active,
+                    message=f"release {active.version} {reason}",
+                )
+            else:
+                # GRUB was told to boot the active image after this boot began (a switch
+                # that another command finished): boot it.
+                report = BootReport(
+                    "reboot-needed",
+                    running,
+                    0,
+                    maximum,
+                    [],
+                    message=f"the running image is not the active release {active.version}",
+                )
+            events.emit("boot-check", outcome=report.outcome, message=report.message,
+                        release=active.version)  # fmt: skip
+            return report
+        if not state.boot.pending:
+            report = BootReport("nothing-pending", active, 0, maximum, [])
+            events.emit("boot-check", outcome=report.outcome, release=active.version)
+            return report
+        attempts = state.boot.attempts + 1
+        state = self.journal.save(replace(state, boot=replace(state.boot, attempts=attempts)))
+        faults.crash_point("boot-attempt-counted")
+        results = self._run_checks(Path("/"))
+        checks = [result.to_json() for result in results]
+        if all(result.passed for result in results):
+            self._reconcile(self.journal.save(replace(state, boot=BootAssessment())))
+            events.emit("boot-check", outcome="committed", release=active.version,
+                        attempts=attempts, checks=checks)  # fmt: skip
+            return BootReport("committed", active, attempts, maximum, results)
+        failure = "; ".join(result.describe() for result in results if not result.passed)
+        self.journal.save(replace(state, boot=replace(state.boot, last_failure=failure)))
+        left = GrubBootLoader(self.device).tries_left()
+        fallback = state.passive.version if state.passive else "the recovery image"
+        message = f"release {active.version} failed its health checks ({failure}); " + (
+            f"{left} more tentative boot(s)" if left else f"GRUB boots {fallback} next"
+        )
+        events.emit("boot-check", outcome="retry", release=active.version, attempts=attempts,
+                    checks=checks, message=message)  # fmt: skip
+        return BootReport("retry", active, attempts, maximum, results, message=message)
+
     def _switch_back(self, state: DeviceState, reason: str, *, automatic: bool) -> SwitchReport:
         active, passive = state.active, state.passive
         assert active is not None and passive is not None
@@ -871,7 +1096,7 @@ class DeviceAgent:
             )
         )
         faults.crash_point("rollback-committed")
-        self.slots.reconcile(new_state)
+        self._reconcile(new_state)
         return SwitchReport("rollback", passive, active)
 
     def rollback(self) -> SwitchReport:
@@ -911,26 +1136,10 @@ class DeviceAgent:
                 # inside the transaction: a refusal is recorded with what to do instead
                 self.slots.verify(recovery, "recovery")
                 faults.crash_point("reset-begun")
-                self.slots.copy_into_transition(recovery, "state")
-                faults.crash_point("reset-copied")
-                label = f"{recovery.version}-reset"
-                storage, tree, image_file = self.slots.store_transition(
-                    "state", label, self.config.slot_format
-                )
-                faults.crash_point("reset-stored")
-                if recovery.tree_digest and tree != recovery.tree_digest:
-                    raise DeviceError(
-                        "the copy of the recovery slot does not match it",
-                        hint="the recovery slot changed while it was copied; run the reset again",
-                    )
-                record = replace(
-                    recovery,
-                    storage=storage,
-                    format=self.config.slot_format,
-                    tree_digest=tree,
-                    file_digest=image_file,
-                    installed=now_text(),
-                )
+                if self.cos_disk:
+                    record = copy_image_slot(self.device, self.slots, recovery)
+                else:
+                    record = self._copy_recovery_tree(recovery)
                 left = state.active
                 new_state = self.journal.save(
                     replace(
@@ -943,8 +1152,43 @@ class DeviceAgent:
                         failed=None,
                     )
                 )
-            self.slots.reconcile(new_state)
+            self._reconcile(new_state)
             return SwitchReport("reset", record, left)
+
+    def _copy_recovery_tree(self, recovery: SlotRecord) -> SlotRecord:
+        self.slots.copy_into_transition(recovery, "state")
+        faults.crash_point("reset-copied")
+        label = f"{recovery.version}-reset"
+        storage, tree, image_file = self.slots.store_transition(
+            "state", label, self.config.slot_format
+        )
+        faults.crash_point("reset-stored")
+        if recovery.tree_digest and tree != recovery.tree_digest:
+            raise DeviceError(
+                "the copy of the recovery slot does not match it",
+                hint="the recovery slot changed while it was copied; run the reset again",
+            )
+        return replace(
+            recovery,
+            storage=storage,
+            format=self.config.slot_format,
+            tree_digest=tree,
+            file_digest=image_file,
+            installed=now_text(),
+        )
+
+    def reboot(self, *, recovery: bool = False) -> None:
+        """Boot again (the recovery image once, with ``recovery``); a booted cOS disk only."""
+        if self.booted() is None:
+            raise DeviceError(
+                "this is not a system booted from a cosgitops disk",
+                hint="reboot the machine yourself",
+            )
+        if recovery:
+            with self._session():
+                GrubBootLoader(self.device).boot_recovery_once()
+        events.emit("reboot", recovery=recovery)
+        request_reboot()
 
     def _rebuilt_state(self, error: UnreadableJournalError) -> DeviceState:
         """A state holding only the recovery slot, for a reset of an unusable journal."""

@@ -184,3 +184,53 @@ def boot_outcome(passed: bool, attempts: int, max_attempts: int) -> str:
     if passed:
         return "commit"
     return "rollback" if attempts >= max_attempts else "retry"
+
+
+IMAGE_HEALTH_FILE = Path("usr/lib/cosgitops/health.json")
+_IMAGE_HEALTH_MAX_BYTES = 256 * 1024
+
+
+def image_health_checks(root: Path) -> list[HealthCheck]:
+    """The checks a release carries in ``/usr/lib/cosgitops/health.json`` (declared in
+    Git as ``spec.health.checks``), read from the image tree ``root``.
+
+    A file that cannot be read as checks becomes one failing check: a release whose
+    own health rules are broken must not commit."""
+    import json
+
+    path = root / IMAGE_HEALTH_FILE
+    try:
+        if path.is_symlink():
+            raise ValueError("it is a symlink")
+        with open(path, "rb") as handle:
+            raw = handle.read(_IMAGE_HEALTH_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        return [_broken_health_file(f"cannot read /{IMAGE_HEALTH_FILE}: {exc}")]
+    try:
+        if len(raw) > _IMAGE_HEALTH_MAX_BYTES:
+            raise ValueError(f"it is larger than {_IMAGE_HEALTH_MAX_BYTES} bytes")
+        items = json.loads(raw)["checks"]
+        checks = []
+        for item in items:
+            command = item["command"]
+            if not isinstance(command, str):
+                command = tuple(str(part) for part in command)
+            checks.append(
+                HealthCheck(str(item["name"]), command, float(item.get("timeoutSeconds", 60)))
+            )
+        return checks
+    except (ValueError, KeyError, TypeError) as exc:
+        return [_broken_health_file(f"/{IMAGE_HEALTH_FILE} is malformed: {exc!r}")]
+
+
+def _broken_health_file(reason: str) -> HealthCheck:
+    script = "echo " + _shell_quote(f"cosgitops: {reason}") + " >&2; exit 1"
+    return HealthCheck("image-health-file", script, 5.0)
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

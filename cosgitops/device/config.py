@@ -62,6 +62,9 @@ class AgentConfig:
     registry_insecure: bool = False
     registry_ca_file: str | None = None
     slot_format: str = "dir"
+    slot_backend: str = "folder"  # folder | cos-disk
+    update_interval_seconds: float = 3600.0
+    update_reboot: bool = True
     apply_method: str = "builtin"
     elemental_command: str = "elemental"
     max_attempts: int = 3
@@ -81,12 +84,18 @@ class AgentConfig:
             "trust": {},
             "registry": {"insecure": self.registry_insecure},
             "slots": {"format": self.slot_format},
+            "updates": {
+                "intervalSeconds": self.update_interval_seconds,
+                "reboot": self.update_reboot,
+            },
             "apply": {"method": self.apply_method, "elementalCommand": self.elemental_command},
             "boot": {
                 "maxAttempts": self.max_attempts,
                 "checks": [check.to_json() for check in self.checks],
             },
         }
+        if self.slot_backend != "folder":
+            spec["slots"]["backend"] = self.slot_backend
         if self.index_ca_file:
             spec["index"]["caFile"] = self.index_ca_file
         if self.keys:
@@ -125,6 +134,9 @@ class AgentConfig:
             registry_insecure=bool(registry.get("insecure", False)),
             registry_ca_file=registry.get("caFile"),
             slot_format=(spec.get("slots") or {}).get("format", "dir"),
+            slot_backend=(spec.get("slots") or {}).get("backend", "folder"),
+            update_interval_seconds=float((spec.get("updates") or {}).get("intervalSeconds", 3600)),
+            update_reboot=bool((spec.get("updates") or {}).get("reboot", True)),
             apply_method=apply.get("method", "builtin"),
             elemental_command=apply.get("elementalCommand", "elemental"),
             max_attempts=int(boot.get("maxAttempts", 3)),

@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cosgitops.device.grubenv import read_grubenv, write_grubenv
 from cosgitops.device.layout import DeviceRoot
 from cosgitops.device.state import DeviceState, SlotRecord
-from cosgitops.errors import DeviceError
+from cosgitops.errors import CosgitopsError, DeviceError
 
 BOOT_FILE = Path("/run/cosgitops/boot")
 GRUBENV = "grubenv"
@@ -159,3 +160,113 @@ def running_record(state: DeviceState, booted: BootedImage) -> SlotRecord | None
             if record is not None and booted.matches(record):
                 return record
     return None
+
+
+def system_facts() -> dict[str, object]:
+    """How the running system is mounted, for the ``booted`` event: the root read-only,
+    the ephemeral overlays, the persistent partitions."""
+    mounts: dict[str, str] = {}
+    root_mode = "unknown"
+    watched = ("/", "/etc", "/var", "/oem", "/usr/local", "/home", "/tmp")  # noqa: S108 - mount points reported
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            target = fields[1].replace("\\040", " ")
+            if target not in watched:
+                continue
+            options = fields[3].split(",")
+            mode = "ro" if "ro" in options else "rw"
+            mounts[target] = f"{fields[2]} {mode}"
+            if target == "/":
+                root_mode = mode
+    return {"root": root_mode, "mounts": mounts}
+
+
+class BootableApplier:
+    """An applier whose slots must be bootable images: after the wrapped applier wrote
+    the image, it is checked to hold a kernel, an initrd and the boot integration, and
+    refused otherwise (the journal then drops the slot). A device never switches to an
+    image GRUB cannot boot."""
+
+    def __init__(self, inner: Any, device: DeviceRoot) -> None:
+        self.inner = inner
+        self.device = device
+
+    def check_space(self, image: Any, partition: str) -> None:
+        self.inner.check_space(image, partition)
+
+    def apply(self, image: Any, store: Any, partition: str, progress: Any) -> Any:
+        from cosgitops.bootdisk.bootable import check_bootable
+
+        result = self.inner.apply(image, store, partition, progress)
+        path = self.device.root / result.record.storage
+        try:
+            check_bootable(path)
+        except CosgitopsError as error:
+            raise DeviceError(
+                f"release {image.release.version} cannot boot on this device: {error.message}",
+                hint="the release was not installed; publish an image built on a cosgitops "
+                "base (a kernel, an initrd and the boot integration)",
+            ) from error
+        return result
+
+
+def copy_image_slot(device: DeviceRoot, slots: Any, source: SlotRecord) -> SlotRecord:
+    """A byte copy of the image slot ``source`` (the recovery image) as a new slot on
+    COS_STATE, checked against the digest recorded when it was installed."""
+    import os
+    import shutil
+
+    from cosgitops.device import faults
+    from cosgitops.device.slots import SQUASHFS_SUFFIX, file_digest
+    from cosgitops.device.state import now_text
+    from cosgitops.fsutil import fsync_dir
+
+    origin = slots.location(source, "recovery")
+    base = device.partition("state")
+    transition = base / f"transition{SQUASHFS_SUFFIX}"
+    transition.unlink(missing_ok=True)
+    with open(origin, "rb") as reader, open(transition, "xb") as writer:
+        shutil.copyfileobj(reader, writer, 1024 * 1024)
+        writer.flush()
+        os.fsync(writer.fileno())
+    faults.crash_point("reset-copied")
+    digest = file_digest(transition)
+    if source.file_digest and digest != source.file_digest:
+        transition.unlink(missing_ok=True)
+        raise DeviceError(
+            "the copy of the recovery image does not match it",
+            hint="the recovery image changed while it was copied; run the reset again",
+        )
+    label = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{source.version}-reset")
+    target = base / "slots" / f"{label[:60]}-{os.urandom(4).hex()}{SQUASHFS_SUFFIX}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(transition, target)
+    fsync_dir(target.parent)
+    faults.crash_point("reset-stored")
+    return SlotRecord(
+        version=source.version,
+        digest=source.digest,
+        image=source.image,
+        storage=str(target.relative_to(device.root)),
+        format="squashfs",
+        manifest_digest=source.manifest_digest,
+        layers=source.layers,
+        file_digest=digest,
+        installed=now_text(),
+    )
+
+
+def request_reboot() -> None:
+    """Ask systemd for a reboot; GRUB then picks the image from grubenv."""
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        raise DeviceError("cannot reboot: systemctl is not on PATH", hint="reboot by hand")
+    result = subprocess.run([systemctl, "reboot"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DeviceError(f"systemctl reboot failed: {result.stderr.strip()[-300:]}")
