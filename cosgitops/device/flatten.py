@@ -147,19 +147,32 @@ class _Recorder:
         self._task = task
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
         self._compressed = 0
-        self.size = 0
+        self._buffer = bytearray()
+        self.size = 0  # uncompressed bytes taken from the stream so far
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        if data:
-            self._recent.append((self.size, data))
-            while len(self._recent) > 2 and self._recent[1][0] + _LOOKAHEAD < self.size:
-                self._recent.popleft()
-            self.size += len(data)
+    def _fill(self) -> bool:
+        # Large reads: the tar reader asks for a few KiB at a time, and each inflate
+        # call has a cost of its own.
+        data = self.stream.read(_CHUNK)
+        if not data:
+            return False
+        self._recent.append((self.size, data))
+        while len(self._recent) > 2 and self._recent[1][0] + _LOOKAHEAD < self.size:
+            self._recent.popleft()
+        self.size += len(data)
+        self._buffer += data
         done = self.stream.compressed_bytes
         if done > self._compressed:
             self._task.advance(done - self._compressed)
             self._compressed = done
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size >= 0 else _CHUNK
+        while len(self._buffer) < want and self._fill():
+            pass
+        data = bytes(self._buffer[:want])
+        del self._buffer[:want]
         return data
 
     def check_end(self, end: int, label: str) -> None:
@@ -173,9 +186,13 @@ class _Recorder:
         for start, data in self._recent:
             if start + len(data) > end and any(data[max(0, end - start) :]):
                 raise problem
-        while chunk := self.read(_CHUNK):
-            if any(chunk):
+        if any(self._buffer):
+            raise problem
+        self._buffer.clear()
+        while self._fill():
+            if any(self._buffer):
                 raise problem
+            self._buffer.clear()
 
 
 def _blob_digest(path: Path) -> str:
