@@ -52,14 +52,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits, MiB
-from cosgitops.device.extract import OPAQUE_MARKER, WHITEOUT_PREFIX, UnsafeLayerError
+from cosgitops.device.extract import OPAQUE_MARKER, WHITEOUT_PREFIX
+from cosgitops.device.layerstream import (
+    ExtractBudget,
+    LayerStream,
+    UnsafeLayerError,
+    entry_parts,
+    shown,
+    split_entry_name,
+)
 from cosgitops.errors import CosgitopsError, IntegrityError, NotFoundError, RemoteDataError
 from cosgitops.fsutil import fsync_dir
-from cosgitops.oci import media
 from cosgitops.progress import NULL_PROGRESS, Progress, ProgressTask
 
-NAME_MAX = 255  # bytes in one path component
-PATH_MAX = 4096  # bytes in a whole path or a symlink target
 XATTR_VALUE_MAX = 64 * 1024
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")  # what squashfs stores
 # POSIX ACLs live in system.*, which squashfs cannot store (mksquashfs drops them too).
@@ -74,9 +79,6 @@ _ERRORS = "surrogateescape"  # names and values are bytes; tarfile hands them ov
 _MTIME_MAX = 2**32 - 1  # squashfs stores 32-bit unsigned times
 _ID_MAX = 2**32 - 1
 
-_GZIP_TYPES = {media.OCI_LAYER_GZIP, media.DOCKER_LAYER_GZIP}
-_TAR_TYPES = {media.OCI_LAYER_TAR, "application/vnd.docker.image.rootfs.diff.tar"}
-_GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 # What the image holds at a path, as far as the layers above the current one said.
@@ -134,201 +136,152 @@ class FlattenResult:
 # ------------------------------------------------------------------ reading a layer
 
 
-def _compression(blob: LayerBlob, head: bytes, label: str) -> str:
-    if "zstd" in blob.media_type or head.startswith(_ZSTD_MAGIC):
-        raise UnsafeLayerError(
-            f"{label}: media type {blob.media_type} (zstd) is not supported",
-            hint="publish images with gzip layers",
-        )
-    if blob.media_type in _GZIP_TYPES:
-        return "gzip"
-    if blob.media_type in _TAR_TYPES:
-        return "tar"
-    return "gzip" if head.startswith(_GZIP_MAGIC) else "tar"
+class _Recorder:
+    """The layer's uncompressed stream (:class:`~cosgitops.device.layerstream.LayerStream`,
+    which checks both digests) with the last bytes it handed out kept, so that what
+    follows the tar's end-of-archive marker can be checked: Python's tar reader stops
+    quietly at a damaged header, and the entries after it must not vanish unnoticed."""
 
-
-class _LayerStream:
-    """A blob read as its uncompressed tar: hashes both sides, bounds every inflate."""
-
-    def __init__(self, handle: IO[bytes], compression: str, label: str, task: ProgressTask):
-        self._handle = handle
-        self._label = label
+    def __init__(self, stream: LayerStream, task: ProgressTask) -> None:
+        self.stream = stream
         self._task = task
-        self._gzip = compression == "gzip"
-        self._inflater = zlib.decompressobj(31)
-        self._member_open = False  # inside a gzip member that has not ended
-        self._pending = b""  # compressed bytes not inflated yet
-        self._buffer = bytearray()
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._started = False
-        self.compressed = hashlib.sha256()
-        self.uncompressed = hashlib.sha256()
-        self.uncompressed_size = 0
-
-    def _read_raw(self) -> bytes:
-        chunk = self._handle.read(_CHUNK)
-        if chunk:
-            self.compressed.update(chunk)
-            self._task.advance(len(chunk))
-        return chunk
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self._recent.append((self.uncompressed_size, data))
-            while (
-                len(self._recent) > 2 and self._recent[1][0] + _LOOKAHEAD < self.uncompressed_size
-            ):
-                self._recent.popleft()
-            self.uncompressed.update(data)
-            self.uncompressed_size += len(data)
-            self._buffer += data
+        self._compressed = 0
+        self._buffer = bytearray()
+        self.size = 0  # uncompressed bytes taken from the stream so far
 
     def _fill(self) -> bool:
-        """Decode more bytes into the buffer; False at the end of the stream."""
-        if not self._gzip:
-            chunk = self._read_raw()
-            self._emit(chunk)
-            return bool(chunk)
-        if not self._pending:
-            self._pending = self._read_raw()
-            if not self._pending:
-                if self._member_open or not self._started:
-                    raise RemoteDataError(
-                        f"{self._label} is not a complete gzip stream (it ends early)",
-                        hint="the blob is truncated or is not gzip",
-                    )
-                return False
-        if self._inflater.eof:  # the last member ended and more bytes follow: a new member
-            self._inflater = zlib.decompressobj(31)
-        self._started = True
-        self._member_open = True
-        try:
-            out = self._inflater.decompress(self._pending, _CHUNK)
-        except zlib.error as exc:
-            raise RemoteDataError(
-                f"{self._label} is not a valid gzip stream: {exc}",
-                hint="the publisher pushed a broken layer",
-            ) from exc
-        if self._inflater.eof:
-            self._member_open = False
-            self._pending = self._inflater.unused_data
-        else:
-            self._pending = self._inflater.unconsumed_tail
-        self._emit(out)
+        # Large reads: the tar reader asks for a few KiB at a time, and each inflate
+        # call has a cost of its own.
+        data = self.stream.read(_CHUNK)
+        if not data:
+            return False
+        self._recent.append((self.size, data))
+        while len(self._recent) > 2 and self._recent[1][0] + _LOOKAHEAD < self.size:
+            self._recent.popleft()
+        self.size += len(data)
+        self._buffer += data
+        done = self.stream.compressed_bytes
+        if done > self._compressed:
+            self._task.advance(done - self._compressed)
+            self._compressed = done
         return True
 
     def read(self, size: int = -1) -> bytes:
-        want = size if size >= 0 else 1 << 62
+        want = size if size >= 0 else _CHUNK
         while len(self._buffer) < want and self._fill():
             pass
         data = bytes(self._buffer[:want])
         del self._buffer[:want]
         return data
 
-    def hash_rest(self) -> None:
-        """Hash the compressed bytes not read yet (after the stream proved broken)."""
-        self._pending = b""
-        while self._read_raw():
-            pass
-
-    def drain(self, end: int | None = None) -> None:
-        """Read to the end (hashing). With ``end`` (where the tar's end-of-archive marker
-        starts), every byte from there on must be zero: anything else is data the tar
-        reader stopped before (a damaged header), and the layer is refused."""
-        if end is not None:
-            self._check_zero(end)
-        while self._fill():
-            if end is not None and any(self._buffer):
-                raise RemoteDataError(
-                    f"{self._label}: data follows the end of its tar archive",
-                    hint="the layer holds a damaged entry header; refused",
-                )
-            self._buffer.clear()
-        self._buffer.clear()
-
-    def _check_zero(self, end: int) -> None:
-        if not self._recent or self._recent[0][0] > end:
-            raise RemoteDataError(f"{self._label}: the tar reader stopped at an unknown offset")
+    def check_end(self, end: int, label: str) -> None:
+        """Everything from ``end`` (where the end-of-archive marker starts) must be zero."""
+        problem = RemoteDataError(
+            f"{label}: data follows the end of its tar archive",
+            hint="the layer holds a damaged entry header; refused",
+        )
+        if self._recent and self._recent[0][0] > end:
+            raise problem
         for start, data in self._recent:
             if start + len(data) > end and any(data[max(0, end - start) :]):
-                raise RemoteDataError(
-                    f"{self._label}: data follows the end of its tar archive",
-                    hint="the layer holds a damaged entry header; refused",
-                )
+                raise problem
+        if any(self._buffer):
+            raise problem
+        self._buffer.clear()
+        while self._fill():
+            if any(self._buffer):
+                raise problem
+            self._buffer.clear()
 
 
-def _check_digests(blob: LayerBlob, stream: _LayerStream, label: str) -> None:
-    actual = "sha256:" + stream.compressed.hexdigest()
-    if actual != blob.digest:
-        raise LayerIntegrityError(
-            f"{label} does not match its digest (got {actual})",
-            digest=blob.digest,
-            hint="the blob was modified or corrupted on disk; nothing was written",
-        )
-    uncompressed = "sha256:" + stream.uncompressed.hexdigest()
-    if uncompressed != blob.diff_id:
-        raise LayerIntegrityError(
-            f"{label}: its uncompressed content {uncompressed} is not the diff_id "
-            f"{blob.diff_id} the image config names",
-            digest=blob.digest,
-            hint="the image config and the layer disagree; the image is refused",
-        )
+def _blob_digest(path: Path) -> str:
+    return _file_digest(path)[0]
+
+
+def _tampered(blob: LayerBlob, label: str) -> LayerIntegrityError | None:
+    actual = _blob_digest(blob.path)
+    if actual == blob.digest:
+        return None
+    return LayerIntegrityError(
+        f"{label} does not match its digest (got {actual})",
+        digest=blob.digest,
+        hint="the blob was modified or corrupted on disk; nothing was written",
+    )
 
 
 @contextlib.contextmanager
 def _open_layer(
-    blob: LayerBlob, label: str, progress: Progress
-) -> Iterator[tuple[tarfile.TarFile | None, _LayerStream]]:
-    """The layer's tar (None for an empty layer); digests are checked on a clean exit.
-
-    When the layer turns out broken or hostile, the rest of the blob is hashed first: a
-    blob that does not match its digest (a tampered or rotted cache file) is reported as
-    that, which is what the caller acts on (dropping the cached copy)."""
+    blob: LayerBlob, label: str, progress: Progress, limits: Limits
+) -> Iterator[tarfile.TarFile | None]:
+    """The layer's tar (None for an empty layer); both digests are checked on a clean
+    exit. When the layer turns out broken or hostile, the blob is hashed first: one that
+    does not match its digest (a tampered or rotted cache file) is reported as that,
+    which is what the caller acts on (dropping the cached copy)."""
+    if "zstd" in blob.media_type:
+        raise UnsafeLayerError(
+            f"{label}: media type {blob.media_type} (zstd) is not supported",
+            hint="publish images with gzip layers",
+        )
     task = progress.task(f"flatten {label}", total=_size_or_none(blob.path))
     try:
         with blob.path.open("rb") as handle:
-            head = handle.read(4)
+            if handle.read(4) == _ZSTD_MAGIC:
+                raise UnsafeLayerError(
+                    f"{label} is zstd-compressed, which is not supported",
+                    hint="publish images with gzip layers",
+                )
             handle.seek(0)
-            stream = _LayerStream(handle, _compression(blob, head, label), label, task)
+            stream = LayerStream(
+                handle,
+                digest=blob.digest,
+                diff_id=blob.diff_id,
+                media_type=blob.media_type,
+                label=label,
+                limits=limits,
+            )
+            reader = _Recorder(stream, task)
             try:
-                archive = _tar_reader(stream, label)
+                archive = _tar_reader(reader, label)
                 try:
-                    yield archive, stream
-                except (tarfile.TarError, EOFError) as exc:
+                    yield archive
+                except (tarfile.TarError, EOFError, zlib.error) as exc:
                     raise RemoteDataError(
-                        f"{label} is not a valid tar archive: {exc}",
+                        f"{label} is not a valid archive: {exc}",
                         hint="the publisher pushed a broken layer",
                     ) from exc
                 finally:
                     if archive is not None:
                         archive.close()
-                stream.drain(None if archive is None else archive.offset)
-            except RemoteDataError as damage:
-                if isinstance(damage, IntegrityError):
+                try:
+                    if archive is not None:
+                        reader.check_end(archive.offset, label)
+                except (zlib.error, EOFError) as exc:
+                    raise RemoteDataError(f"{label} is not a valid gzip stream: {exc}") from exc
+                stream.finish()
+            except IntegrityError as error:
+                if isinstance(error, LayerIntegrityError):
                     raise
-                stream.hash_rest()
-                actual = "sha256:" + stream.compressed.hexdigest()
-                if actual != blob.digest:
-                    raise LayerIntegrityError(
-                        f"{label} does not match its digest (got {actual})",
-                        digest=blob.digest,
-                        hint="the blob was modified or corrupted on disk; nothing was written",
-                    ) from damage
+                raise LayerIntegrityError(error.message, digest=blob.digest,
+                                          hint=error.hint) from error  # fmt: skip
+            except RemoteDataError as damage:
+                tampered = _tampered(blob, label)
+                if tampered is not None:
+                    raise tampered from damage
                 raise
-            _check_digests(blob, stream, label)
     except FileNotFoundError as exc:
         raise NotFoundError(f"{label}: the blob {blob.path} does not exist") from exc
     finally:
         task.close()
 
 
-def _tar_reader(stream: _LayerStream, label: str) -> tarfile.TarFile | None:
+def _tar_reader(reader: _Recorder, label: str) -> tarfile.TarFile | None:
     try:
         return tarfile.open(  # type: ignore[call-overload, no-any-return]
-            fileobj=stream, mode="r|", encoding=_ENCODING, errors=_ERRORS
+            fileobj=reader, mode="r|", encoding=_ENCODING, errors=_ERRORS
         )
     except tarfile.ReadError as exc:
-        if stream.uncompressed_size:
+        if reader.size:
             raise RemoteDataError(
                 f"{label} is not a valid tar archive: {exc}",
                 hint="the publisher pushed a broken layer",
@@ -435,75 +388,21 @@ class _Flattener:
         self.taken: dict[str, int] = {}
         self.gone: set[str] = set()
         self.sealed: set[str] = set()
-        self.read_entries = 0
-        self.read_bytes = 0
+        self.budget = ExtractBudget(limits)
         self.dropped_acls: list[str] = []
 
     # ---------------------------------------------------------------- checks
 
-    def _charge(self, member: tarfile.TarInfo, where: str) -> None:
-        self.read_entries += 1
-        if member.isreg():  # sparse files count at their full size
-            self.read_bytes += member.size
-        if self.read_entries > self.limits.extract_max_entries:
-            raise UnsafeLayerError(
-                f"{where}: the image has more than {self.limits.extract_max_entries} entries",
-                hint="far larger than any OS image should be; refused as a bomb",
-            )
-        if self.read_bytes > self.limits.extract_max_total_bytes:
-            raise UnsafeLayerError(
-                f"{where}: the image holds more than {self.limits.extract_max_total_bytes} "
-                f"bytes of files",
-                hint="raise Limits.extract_max_total_bytes if the image is really this big",
-            )
-
-    def _path(self, name: str, where: str) -> str:
-        if "\x00" in name:
-            raise UnsafeLayerError(f"{where}: the name contains a NUL byte")
-        if name.startswith("/"):
-            raise UnsafeLayerError(
-                f"{where} has an absolute path", hint="layer entries are relative to the root"
-            )
-        parts = [part for part in name.split("/") if part not in ("", ".")]
-        if ".." in parts:
-            raise UnsafeLayerError(
-                f"{where} climbs out of the image root with '..'",
-                hint="the layer was crafted to write outside the image",
-            )
-        for part in parts:
-            if len(_encoded(part)) > NAME_MAX:
-                raise UnsafeLayerError(f"{where}: a name is longer than {NAME_MAX} bytes")
-        path = "/".join(parts)
-        if len(_encoded(path)) + 1 > PATH_MAX:
-            raise UnsafeLayerError(f"{where}: the path is longer than {PATH_MAX} bytes")
-        if len(parts) > self.limits.extract_max_depth:
-            raise UnsafeLayerError(
-                f"{where}: the path is {len(parts)} levels deep, over the limit of "
-                f"{self.limits.extract_max_depth}",
-                hint="raise Limits.extract_max_depth if the image really nests this deep",
-            )
-        return path
-
     @staticmethod
-    def _kind(member: tarfile.TarInfo, where: str) -> str:
+    def _kind(member: tarfile.TarInfo) -> str:
+        """What an entry is (``entry_parts`` already refused every other type)."""
         if member.isdir():
             return "dir"
-        if member.isreg():
-            return "file"
         if member.issym():
             return "symlink"
         if member.islnk():
             return "hardlink"
-        if member.ischr() or member.isblk():
-            raise UnsafeLayerError(
-                f"{where} is a device node",
-                hint="device files are refused in an OS image; /dev is populated at boot",
-            )
-        if member.isfifo():
-            raise UnsafeLayerError(
-                f"{where} is a FIFO", hint="named pipes are refused in an OS image"
-            )
-        raise UnsafeLayerError(f"{where} has an unsupported tar entry type {member.type!r}")
+        return "file"
 
     def _xattrs(self, member: tarfile.TarInfo, where: str, path: str = "") -> dict[str, str]:
         found: dict[str, str] = {}
@@ -559,9 +458,9 @@ class _Flattener:
         return layer
 
     def _member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, layer: _Layer) -> None:
-        where = f"{layer.label}: entry {member.name!r}"
-        self._charge(member, where)
-        path = self._path(member.name, where)
+        where = f"{layer.label}: {shown(member.name)}"
+        self.budget.charge_member(member, where)
+        path = "/".join(entry_parts(member, layer.label, self.limits))
         if not path:
             return  # the root: the image root keeps its own metadata
         parent, _, base = path.rpartition("/")
@@ -584,7 +483,7 @@ class _Flattener:
                 raise UnsafeLayerError(f"{where}: the whiteout names no valid entry")
             layer.gone.add(f"{parent}/{name}" if parent else name)
             return
-        kind = self._kind(member, where)
+        kind = self._kind(member)
         if not (0 <= member.uid <= _ID_MAX and 0 <= member.gid <= _ID_MAX):
             raise UnsafeLayerError(f"{where}: owner {member.uid}:{member.gid} is out of range")
         if path in layer.kinds:
@@ -631,7 +530,10 @@ class _Flattener:
             return path
         if kind != "hardlink":
             return ""
-        target = self._path(member.linkname, f"{where} (hard link target)")
+        parts = split_entry_name(
+            member.linkname, label=where, what="the hard link target", limits=self.limits
+        )
+        target = "/".join(parts)
         origin = layer.files.get(target)
         if origin is None:
             raise UnsafeLayerError(
@@ -657,10 +559,7 @@ class _Flattener:
         if kind == "dir":
             self.sink.add(path, tarfile.DIRTYPE, member, xattrs=xattrs)
         elif kind == "symlink":
-            target = member.linkname
-            if not target or "\x00" in target or len(_encoded(target)) + 1 > PATH_MAX:
-                raise UnsafeLayerError(f"{where}: the symlink target is empty or too long")
-            self.sink.add(path, tarfile.SYMTYPE, member, xattrs=xattrs, linkname=target)
+            self.sink.add(path, tarfile.SYMTYPE, member, xattrs=xattrs, linkname=member.linkname)
         elif kind == "hardlink":
             if origin in layer.origins_emitted:
                 self.sink.add(path, tarfile.LNKTYPE, member, linkname=origin)
@@ -685,7 +584,7 @@ class _Flattener:
             links = wanted.pop(path, None)
             if links is None:
                 continue
-            where = f"{layer.label}: entry {member.name!r}"
+            where = f"{layer.label}: {shown(member.name)}"
             source = archive.extractfile(member)
             if source is None:
                 raise RemoteDataError(f"{where}: the archive holds no data for this file")
@@ -771,10 +670,10 @@ def flatten_layers(
                 count = len(layers)
                 for position, blob in enumerate(reversed(layers)):
                     label = f"layer {count - position} of {count} ({blob.digest[:19]})"
-                    with _open_layer(blob, label, progress) as (archive, _):
+                    with _open_layer(blob, label, progress, limits) as archive:
                         layer = flattener.layer(archive, label)
                     if layer.pending:
-                        with _open_layer(blob, label, NULL_PROGRESS) as (archive, _):
+                        with _open_layer(blob, label, NULL_PROGRESS, limits) as archive:
                             flattener.copies(archive, layer)
                 flattener.finish()
                 sink.close()
@@ -813,7 +712,7 @@ def flatten_layers(
         size=size,
         entries=sink.entries,
         layers=len(layers),
-        tar_bytes=flattener.read_bytes,
+        tar_bytes=flattener.budget.bytes,
         seconds=time.monotonic() - started,
         dropped_acls=tuple("/" + path for path in flattener.dropped_acls),
     )
@@ -1096,20 +995,41 @@ class FlattenApplier:
         self.compression_level = compression_level
         self.cache = LayerCache(device)
 
+    def check_space(self, image: Any, partition: str) -> None:
+        """The same refusal as the built-in applier's, before anything is written: the
+        missing layers and the image (at least its compressed size) must fit."""
+        from cosgitops.device.apply import BuiltinApplier
+
+        BuiltinApplier(self.device, "squashfs", self.limits).check_space(image, partition)
+
     def apply(self, image: Any, store: Any, partition: str, progress: Progress) -> Any:
         from cosgitops.device import faults
         from cosgitops.device.apply import ApplyResult
         from cosgitops.device.cache import CacheStats
         from cosgitops.device.slots import SQUASHFS_SUFFIX
+        from cosgitops.device.space import full_disk_error, is_disk_full
         from cosgitops.device.state import SlotRecord, now_text
         from cosgitops.oci.transfer import read_image_config
 
+        self.check_space(image, partition)
         stats = CacheStats()
         for layer in image.layers:
-            self.cache.fetch(store, layer, stats, progress)
+            try:
+                self.cache.fetch(store, layer, stats, progress)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.cache.discard_partial(layer.digest)
+                raise full_disk_error(
+                    self.device.blobs_dir, f"downloading layer {layer.digest[:19]}", exc
+                ) from exc
             faults.crash_point("layer-downloaded")
-        manifest = store.get_manifest(image.manifest_digest)
-        config = read_image_config(store, manifest, limits=self.limits)
+        diff_ids = tuple(getattr(image, "diff_ids", ()) or ())
+        if len(diff_ids) == len(image.layers):
+            config: Mapping[str, Any] = {"rootfs": {"diff_ids": list(diff_ids)}}
+        else:
+            config = read_image_config(store, store.get_manifest(image.manifest_digest),
+                                       limits=self.limits)  # fmt: skip
         blobs = layer_blobs(image.layers, config, self.cache.path)
         base = self.device.partition(partition)
         transition = base / f"transition{SQUASHFS_SUFFIX}"

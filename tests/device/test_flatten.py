@@ -28,6 +28,7 @@ from cosgitops.device.flatten import (
     layer_blobs,
     parse_os_release,
 )
+from cosgitops.device.layerstream import DiffIdMismatchError
 from cosgitops.device.slots import tree_digest
 from cosgitops.errors import IntegrityError, NotFoundError, RemoteDataError
 from cosgitops.oci import media
@@ -511,7 +512,7 @@ def test_random_layer_stacks_match_the_extractor(tmp_path: Path) -> None:
 _NFS4_ACL = {"SCHILY.xattr.system.nfs4_acl": "a"}
 _BIG = {"SCHILY.xattr.user.big": "v" * 70000}
 HOSTILE = {
-    "absolute": ([f("/etc/passwd", "x")], "absolute path"),
+    "absolute": ([f("/etc/passwd", "x")], "is an absolute path"),
     "dotdot": ([f("../outside", "x")], r"climbs out .*'\.\.'"),
     "dotdot-inside": ([f("a/../../outside", "x")], "climbs out"),
     "block-device": ([E("dev/sda", "blk")], "device node"),
@@ -521,11 +522,14 @@ HOSTILE = {
     "hardlink-dir": ([d("dir"), hard("stolen", "dir")], "not a regular file earlier"),
     "hardlink-symlink": ([sym("link", "x"), hard("stolen", "link")], "not a regular file"),
     "hardlink-forward": ([hard("stolen", "later"), f("later", "x")], "not a regular file earlier"),
-    "hardlink-absolute": ([hard("stolen", "/etc/passwd")], "absolute"),
+    "hardlink-absolute": ([hard("stolen", "/etc/passwd")], "hard link target is an absolute"),
     "hardlink-dotdot": ([hard("stolen", "../x")], "climbs out"),
-    "long-name": ([f("n" * 256, "x")], "longer than 255 bytes"),
-    "long-path": ([f("/".join(["d" * 200] * 21), "x")], "longer than 4096 bytes"),
-    "too-deep": ([f("/".join(["d"] * 129), "x")], "129 levels deep"),
+    "long-name": ([f("n" * 256, "x")], "name component of 256 bytes, over the limit of 255"),
+    "long-path": (
+        [f("/".join(["d" * 200] * 21), "x")],
+        "path of 4220 bytes, over the limit of 4095",
+    ),
+    "too-deep": ([f("/".join(["d"] * 129), "x")], "129 directories deep"),
     "duplicate": ([f("x", "1"), f("x", "2")], "appears twice"),
     "through-symlink": ([sym("escape", "/"), f("escape/tmp/pwned", "x")], "below /escape"),
     "through-file": ([f("file", "x"), f("file/child", "y")], "below /file"),
@@ -545,7 +549,7 @@ def test_hostile_entries_are_refused_naming_layer_and_entry(
     with pytest.raises(UnsafeLayerError, match=message) as caught:
         layers.flatten(blobs)
     assert "layer 2 of 2 (sha256:" in str(caught.value)
-    assert "entry '" in str(caught.value)
+    assert any(repr(entry.name)[:30] in str(caught.value) for entry in entries)
     assert not (layers.root / "image.squashfs").exists()
     assert not list(layers.root.glob(".tmp-*"))
 
@@ -577,9 +581,11 @@ def test_entry_and_byte_budgets(layers: Layers) -> None:
         layers.flatten(blobs, limits=Limits(extract_max_entries=5))
     with pytest.raises(UnsafeLayerError, match="more than 50 bytes"):
         layers.flatten(blobs, limits=Limits(extract_max_total_bytes=50))
-    with pytest.raises(UnsafeLayerError, match="3 levels deep"):
+    with pytest.raises(UnsafeLayerError, match="3 directories deep"):
         layers.flatten(layers.stack([f("a/b/c", "x")]), limits=Limits(extract_max_depth=2))
-    assert layers.flatten(blobs, limits=Limits(extract_max_entries=7, extract_max_total_bytes=106))
+    assert layers.flatten(
+        blobs, limits=Limits(extract_max_entries=7, extract_max_total_bytes=64 * 1024)
+    )
 
 
 def test_zstd_layers_are_refused(layers: Layers) -> None:
@@ -598,7 +604,7 @@ def test_digest_and_diff_id_are_checked_while_streaming(layers: Layers) -> None:
     raw = tar_of([f("etc/hello", "hi")])
     good = layers.blob(raw)
     wrong_diff = LayerBlob(good.path, good.media_type, good.digest, digest_of(b"other"))
-    with pytest.raises(IntegrityError, match="not the diff_id"):
+    with pytest.raises(DiffIdMismatchError, match="lists diff_id"):
         layers.flatten([wrong_diff])
     wrong_digest = LayerBlob(good.path, good.media_type, digest_of(b"other"), good.diff_id)
     with pytest.raises(IntegrityError, match="does not match its digest"):
@@ -615,7 +621,7 @@ def test_a_failed_flatten_keeps_the_previous_output(layers: Layers) -> None:
     target = layers.root / "image.squashfs"
     target.write_bytes(b"previous")
     blob = layers.blob(tar_of([f("x", "x")]), diff_id=digest_of(b"nope"))
-    with pytest.raises(IntegrityError):
+    with pytest.raises(DiffIdMismatchError):
         layers.flatten([blob])
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in layers.root.iterdir()) == ["blobs", "image.squashfs"]
