@@ -57,6 +57,10 @@ class Limits:
     # Device agent: its config file, and how long to wait for another agent's lock
     agent_config_max_bytes: int = 256 * KiB
     device_lock_wait_seconds: float = 30.0
+    # Cloud-config stages: how long one command (or if condition) of a step may run
+    stage_command_timeout_seconds: float = 600.0
+    # ... and the largest file content a step may write once decoded (gzip expands)
+    stage_file_max_bytes: int = 64 * MiB
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
     unsafe_skip_signature_verification: bool = False
