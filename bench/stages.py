@@ -53,9 +53,7 @@ def stage_command(root: Path) -> list[str]:
 
 
 def row(name: str, samples: list[float]) -> str:
-    return (
-        f"| {name} | {min(samples) * 1000:.0f} ms | {statistics.median(samples) * 1000:.0f} ms |"
-    )
+    return f"| {name} | {min(samples) * 1000:.0f} ms | {statistics.median(samples) * 1000:.0f} ms |"
 
 
 def main() -> None:

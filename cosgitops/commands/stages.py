@@ -93,6 +93,13 @@ def run_stage_command(  # noqa: PLR0917 - click passes options positionally
         click.echo(json.dumps(report.to_json(), indent=2))
     if console_event:
         click.echo("COSGITOPS " + json.dumps(report.event(), separators=(",", ":")))
+    if report.internal_errors:
+        click.echo(
+            f"error: internal error (a bug in cosgitops) in {len(report.internal_errors)} "
+            f"step(s); the traceback is in {report.record or 'the JSON output'}",
+            err=True,
+        )
+        sys.exit(3)
     if not report.ok:
         sys.exit(1)
 

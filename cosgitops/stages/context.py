@@ -12,8 +12,6 @@ the stage; nothing is done to the running kernel.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import os
 import platform
 import shutil
@@ -48,6 +46,8 @@ _GO_ARCH = {
 class StepError(CosgitopsError):
     """A step (or one part of it) cannot be applied. ``pointer`` says where inside the
     step, so the report points at the line that caused it."""
+
+    traceback: str | None = None  # set for an internal error (a bug), kept in the record
 
     def __init__(self, message: str, *, hint: str | None = None, pointer: Pointer = ()):
         super().__init__(message, hint=hint)
@@ -365,6 +365,9 @@ def protected_id(machine_id: str, app: str = "yip") -> str:
     machineid package yip uses computes it), so it can be shown without revealing the id."""
     if not machine_id:
         return ""
+    import hashlib
+    import hmac
+
     return hmac.new(machine_id.encode(), app.encode(), hashlib.sha256).hexdigest()
 
 

@@ -42,6 +42,7 @@ class KindOutcome:
     error: str | None = None
     hint: str | None = None
     line: int | None = None
+    traceback: str | None = None  # only for an internal error (a bug)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "status": self.status, "detail": self.detail}
@@ -49,6 +50,8 @@ class KindOutcome:
             out["error"] = self.error
             out["hint"] = self.hint
             out["line"] = self.line
+        if self.traceback is not None:
+            out["traceback"] = self.traceback
         return out
 
 
@@ -67,6 +70,7 @@ class StepOutcome:
     hint: str | None = None
     error_line: int | None = None
     seconds: float = 0.0
+    internal: bool = False  # an internal error (a bug) failed it
 
     @property
     def location(self) -> str:
@@ -103,6 +107,7 @@ class StepOutcome:
             "hint": self.hint,
             "errorLine": self.error_line,
             "seconds": round(self.seconds, 4),
+            "internalError": self.internal,
             "kinds": [kind.to_json() for kind in self.kinds],
         }
 
@@ -152,6 +157,11 @@ class RunReport:
     def ok(self) -> bool:
         return not self.problems and all(step.status != "failed" for step in self.steps)
 
+    @property
+    def internal_errors(self) -> list[StepOutcome]:
+        """Steps a bug in cosgitops failed (the command then exits 3)."""
+        return [step for step in self.steps if step.internal]
+
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for step in self.steps:
@@ -169,6 +179,7 @@ class RunReport:
             "steps": len(self.steps),
             **self.counts(),
             "refusedFiles": len(self.problems),
+            "internalErrors": len(self.internal_errors),
             "seconds": round(self.seconds, 3),
             "errors": failed[:5],
         }

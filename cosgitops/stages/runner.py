@@ -22,6 +22,7 @@ from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import UsageError
 from cosgitops.stages import model
 from cosgitops.stages.context import RunContext, StepError
+from cosgitops.stages.kinds import handler
 from cosgitops.stages.loader import ConfigFile, Step, find_sources, load_file
 from cosgitops.stages.report import KindOutcome, RunReport, StepOutcome, records_dir, write_record
 from cosgitops.stages.values import Apply, render_system, text, text_list
@@ -156,11 +157,28 @@ def _fail(
     outcome.error_line = config.locate(step, error.pointer)[0]
 
 
+def _internal(error: Exception) -> StepError:
+    """A bug met while running one step: the stage goes on (it may be booting), the
+    step fails with the traceback in its record, and the command exits 3."""
+    import traceback
+
+    failure = StepError(
+        f"internal error (a bug in cosgitops): {type(error).__name__}: {error}",
+        hint="please report it with the record of this run (cosgitops device status)",
+    )
+    failure.traceback = "".join(traceback.format_exception(error))
+    return failure
+
+
 def _run(ctx: RunContext, config: ConfigFile, step: Step, outcome: StepOutcome) -> None:
     try:
         reason = check_filters(ctx, step)
     except StepError as error:
         _fail(outcome, config, step, error)
+        return
+    except Exception as error:  # noqa: BLE001 - a bug must not stop the stage
+        _fail(outcome, config, step, _internal(error))
+        outcome.internal = True
         return
     if reason:
         outcome.status = "filtered"
@@ -177,36 +195,33 @@ def _run(ctx: RunContext, config: ConfigFile, step: Step, outcome: StepOutcome) 
             if kind.unsupported is not None:
                 prepared.append((kind.key, _skipped(kind)))
                 continue
-            from cosgitops.stages.kinds import HANDLERS
-
-            prepared.append((kind.key, HANDLERS[kind.key](ctx, value, step.value)))
+            prepared.append((kind.key, handler(kind.key)(ctx, value, step.value)))
     except StepError as error:
         _fail(outcome, config, step, error, " (the step was refused: nothing was changed)")
+        return
+    except Exception as error:  # noqa: BLE001
+        _fail(outcome, config, step, _internal(error), " (nothing of the step was applied)")
+        outcome.internal = True
         return
     for key, apply in prepared:
         try:
             result = apply()
-        except (StepError, OSError) as error:
-            failure = (
-                error
-                if isinstance(error, StepError)
-                else StepError(
-                    f"{key}: {error.strerror or error}"
-                    if isinstance(error, OSError)
-                    else str(error),
-                    pointer=(key,),
-                )
-            )
-            pointer = failure.pointer or (key,)
-            result = KindOutcome(
-                key,
-                "failed",
-                error=failure.message,
-                hint=failure.hint,
-                line=config.locate(step, pointer)[0],
-            )
+        except StepError as error:
+            result = _failed_kind(config, step, key, error)
+        except OSError as error:
+            message = f"{key}: {error.strerror or error}"
+            result = _failed_kind(config, step, key, StepError(message, pointer=(key,)))
+        except Exception as error:  # noqa: BLE001
+            result = _failed_kind(config, step, key, _internal(error))
+            outcome.internal = True
         outcome.kinds.append(result)
     outcome.finish()
+
+
+def _failed_kind(config: ConfigFile, step: Step, key: str, error: StepError) -> KindOutcome:
+    line = config.locate(step, error.pointer or (key,))[0]
+    return KindOutcome(key, "failed", error=error.message, hint=error.hint, line=line,
+                       traceback=error.traceback)  # fmt: skip
 
 
 def _skipped(kind: model.StepKind) -> Apply:

@@ -43,6 +43,7 @@ def test_every_real_cloud_config_runs_without_an_internal_error(
                     stage, root=root, config_dirs=[config_dir], default_dirs=False, record=False
                 )
                 assert report.problems == [], (path, report.problems)
+                assert report.internal_errors == [], [s.error for s in report.internal_errors]
                 for step in report.steps:
                     seen[step.status] += 1
                     where = f"{path.name}: {step.stage} {step.name!r}"

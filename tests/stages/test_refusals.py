@@ -163,3 +163,22 @@ def test_a_bad_regular_expression_fails_the_step(stage: Stage) -> None:
     report = stage("stages: {boot: [{name: R, only_os: '(', commands: [true]}]}")
     assert report.steps[0].status == "failed"
     assert "is not a regular expression" in (report.steps[0].error or "")
+
+
+def test_a_private_key_in_a_devices_own_file_does_not_stop_it(
+    stage: Stage, root: Path, config_dir: Path
+) -> None:
+    """validate refuses a private key in Git; a device's own /oem file may carry one."""
+    kind = "OPENSSH " + "PRIVATE KEY"  # (not one block in this file: it is scanned too)
+    (config_dir / "50_key.yaml").write_text(
+        "stages:\n  boot:\n    - files:\n        - path: /etc/ssh/ssh_host_ed25519_key\n"
+        "          permissions: 0600\n          content: |\n"
+        f"            -----BEGIN {kind}-----\n            b3BlbnNzaC1rZXktdjEAAAAA\n"
+        f"            -----END {kind}-----\n"
+    )
+    from cosgitops.validate import validate_paths
+
+    assert not validate_paths([config_dir / "50_key.yaml"], as_kind="cloud-config").ok
+    report = stage(file="50_key.yaml")
+    assert report.ok and not report.problems
+    assert (root / "etc/ssh/ssh_host_ed25519_key").read_text().startswith("-----BEGIN OPENSSH")

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import re
-import socket
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,6 +77,8 @@ def prepare_commands(ctx: RunContext, value: Any, step: Mapping[str, Any]) -> Ap
 
 
 def hostname_values(ctx: RunContext) -> dict[str, str]:
+    import uuid
+
     machine_id = ctx.machine_id()
     return {
         "UUID": str(uuid.uuid4()),
@@ -125,6 +125,8 @@ def prepare_hostname(ctx: RunContext, value: Any, step: Mapping[str, Any]) -> Ap
         )
 
     def apply() -> KindOutcome:
+        import socket
+
         changed: list[str] = []
         notes: list[str] = []
         if ctx.update_file(ctx.path("/etc/hostname"), f"{name}\n".encode()):
