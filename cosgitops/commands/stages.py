@@ -47,7 +47,8 @@ _MARK = {"applied": "+", "unchanged": "=", "skipped": "~", "filtered": "-", "fai
 @click.option(
     "--console-event",
     is_flag=True,
-    help='Also print one line `COSGITOPS {"event": "stage", ...}` (for the boot console).',
+    help='Also print one line `COSGITOPS {"event": "stage", ...}` on stdout (the units '
+    "write it to the console themselves, with COSGITOPS_CONSOLE_EVENTS=1).",
 )
 @click.option(
     "--format",
@@ -91,8 +92,13 @@ def run_stage_command(  # noqa: PLR0917 - click passes options positionally
         _print_summary(report)
     else:
         click.echo(json.dumps(report.to_json(), indent=2))
+    from cosgitops.device import events
+
+    fields = report.event()
+    kind = fields.pop("event")
+    events.emit(kind, **fields)  # to the console, when the unit asks (COSGITOPS_CONSOLE_EVENTS)
     if console_event:
-        click.echo("COSGITOPS " + json.dumps(report.event(), separators=(",", ":")))
+        click.echo(events.format_event(kind, fields))
     if report.internal_errors:
         click.echo(
             f"error: internal error (a bug in cosgitops) in {len(report.internal_errors)} "

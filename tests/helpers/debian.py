@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.tools import in_ci, require, require_root
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIRROR_ENV = "COSGITOPS_TEST_DEBIAN_MIRROR"
 MIRROR_SUBDIR = Path(".ci") / "cache" / "debian-mirror"
@@ -58,7 +60,7 @@ def mirror_path() -> Path:
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"{reason} (CI must provide it: .ci/run prepares it)")
     pytest.skip(reason)
 
@@ -78,10 +80,8 @@ def build_tree(
     mirror: Path, target: Path, packages: Sequence[str] = BASE_PACKAGES, *, variant: str = "minbase"
 ) -> Path:
     """A Debian tree at ``target`` built offline from ``mirror`` by mmdebstrap."""
-    if os.geteuid() != 0:
-        _unavailable("building a Debian tree with mmdebstrap needs root")
-    if shutil.which("mmdebstrap") is None:
-        _unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)")
+    require_root()
+    require("mmdebstrap")
     command = [
         "mmdebstrap",
         "--quiet",

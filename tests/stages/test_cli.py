@@ -158,3 +158,21 @@ def test_config_dirs_are_read_after_the_roots_own(tmp_path: Path) -> None:
         "--no-record",
     )
     assert only.returncode == 0 and "Extra" in only.stdout and "Greeting" not in only.stdout
+
+
+def test_the_units_event_goes_to_the_console(tmp_path: Path) -> None:
+    """The units set COSGITOPS_CONSOLE_EVENTS=1: the line goes to the console itself."""
+    from cosgitops.device.events import parse_events
+
+    root, _ = _setup(tmp_path)
+    console = tmp_path / "console"
+    env = {"COSGITOPS_CONSOLE_EVENTS": "1", "COSGITOPS_CONSOLE_PATH": str(console)}
+    result = cosgitops("device", "run-stage", "boot", "--root", str(root), env=env)
+    assert "COSGITOPS" not in result.stdout
+    [event] = parse_events(console.read_text())
+    assert (event["event"], event["stage"], event["ok"], event["failed"]) == (
+        "stage",
+        "boot",
+        False,
+        1,
+    )

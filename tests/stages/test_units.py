@@ -29,9 +29,8 @@ def test_every_boot_stage_has_a_unit_that_reports_on_the_console() -> None:
     for stage in BOOT_STAGES:
         unit = _unit(f"cosgitops-stage-{stage}.service")
         service = unit["Service"]
-        assert (
-            service["ExecStart"] == f"/usr/bin/cosgitops device run-stage {stage} --console-event"
-        )
+        assert service["ExecStart"] == f"/usr/bin/cosgitops device run-stage {stage}"
+        assert "COSGITOPS_CONSOLE_EVENTS=1" in service["Environment"].split()
         assert service["Type"] == "oneshot"
         assert "console" in service["StandardOutput"]
 
