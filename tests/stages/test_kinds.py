@@ -370,3 +370,24 @@ runcmd:
     assert (root / "srv/runcmd").read_text() == "ok\n"
     assert stage(name="initramfs").ok
     assert (root / "etc/hostname").read_text() == "ci-host\n"
+
+
+def test_what_validates_without_warnings_runs_without_failures(root: Path, tmp_path: Path) -> None:
+    """The fixture holding every kind the runner applies: no warning from validate, no
+    failed or skipped step here but the disk that is not there."""
+    from cosgitops.stages.runner import run_stage
+    from cosgitops.validate import validate_paths
+
+    fixture = Path(__file__).parent.parent / "data/valid/cloud-config"
+    path = fixture / "every-kind-the-runner-applies.yaml"
+    assert validate_paths([path], as_kind="cloud-config").diagnostics == []
+    outcomes = []
+    for name in ("rootfs", "initramfs", "boot"):
+        report = run_stage(name, root=root, config_dirs=[path], default_dirs=False)
+        outcomes += [(s.name, s.status, s.reason or s.error) for s in report.steps]
+    assert [o[:2] for o in outcomes] == [
+        ("Grow persistent", "skipped"),
+        ("Groups and host", "applied"),
+        ("Everything else", "applied"),
+    ], outcomes
+    assert "admin" in _line(root, "/etc/group", "admin")[3].split(",")

@@ -56,7 +56,9 @@ def test_the_early_stages_run_before_sysinit_and_network_after_it_is_online() ->
 
 def test_the_preset_enables_every_unit_that_can_be_enabled() -> None:
     enabled = {
-        line.split()[1] for line in PRESET.read_text().splitlines() if line.startswith("enable ")
+        line.split()[1]
+        for line in PRESET.read_text().splitlines()
+        if line.startswith("enable cosgitops-stage-")
     }
     installable = {
         path.name for path in UNITS.glob("cosgitops-stage-*") if "[Install]" in path.read_text()

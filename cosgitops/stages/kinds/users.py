@@ -158,6 +158,12 @@ def _apply_user(ctx: RunContext, plan: _User, notes: list[str]) -> list[str]:
             _set_password(ctx, name, password, (*pointer, "passwd"))
             changed.append(f"set the password of {name}")
     all_groups = ctx.groups()
+    for index, group in enumerate([*groups, *([primary] if primary else [])]):
+        if group not in all_groups:  # it was to be made earlier in the step, and was not
+            where = (
+                (*pointer, "groups", index) if index < len(groups) else (*pointer, "primary_group")
+            )
+            raise StepError(f"unknown group {group!r}", pointer=where)
     missing = [
         g for g in groups if name not in all_groups[g].members and all_groups[g].gid != existing.gid
     ]
