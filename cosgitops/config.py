@@ -63,7 +63,6 @@ class Limits:
     stage_file_max_bytes: int = 64 * MiB
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
-    unsafe_skip_signature_verification: bool = False
 
 
 DEFAULT_LIMITS = Limits()

@@ -143,6 +143,7 @@ def _release_one(
     progress: Progress,
 ) -> tuple[ReleaseManifest, DerivativeOutcome]:
     from cosgitops.builder import build_derivative
+    from cosgitops.builder.inputs import public_image_name
     from cosgitops.oci import open_store
     from cosgitops.publish.collect import check_base_pinned, collect_release
     from cosgitops.signing import sign_image
@@ -152,7 +153,8 @@ def _release_one(
         repository, derivative, push=True, options=options, limits=limits, progress=progress
     )
     store = open_store(built.name, options)
-    sign_image(store, built.digest, signer)
+    # Signed as published (the configured name), not as the path it was built to.
+    sign_image(store, built.digest, signer, identity=public_image_name(repository, derivative.name))
     manifest = collect_release(
         repository, derivative, store, commit=built.revision or None, limits=limits
     )
