@@ -173,7 +173,7 @@ def test_a_private_key_in_a_devices_own_file_does_not_stop_it(
     (config_dir / "50_key.yaml").write_text(
         "stages:\n  boot:\n    - files:\n        - path: /etc/ssh/ssh_host_ed25519_key\n"
         "          permissions: 0600\n          content: |\n"
-        f"            -----BEGIN {kind}-----\n            b3BlbnNzaC1rZXktdjEAAAAA\n"
+        f"            -----BEGIN {kind}-----\n            {'b3BlbnNzaC1rZXktdjEAAAAA' * 4}\n"
         f"            -----END {kind}-----\n"
     )
     from cosgitops.validate import validate_paths
