@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
@@ -96,7 +96,7 @@ def _after(step: Step) -> list[str]:
     ]
 
 
-def _run_batch(ctx: RunContext, batch: list[tuple[ConfigFile, Step]]) -> list[StepOutcome]:
+def _run_batch(ctx: RunContext, batch: list[tuple[ConfigFile, Step]]) -> Iterator[StepOutcome]:
     """Run one folder's steps of one stage in yip's order: each step after the one
     before it in its file, each file after the steps of the file before it, unless a
     step names what it waits for with ``after`` (by yip's ``<file's name>.<step's
@@ -119,7 +119,6 @@ def _run_batch(ctx: RunContext, batch: list[tuple[ConfigFile, Step]]) -> list[St
         if not _after(step):
             current_file.append(names[position][0])
     pending = list(range(len(batch)))
-    outcomes: list[StepOutcome] = []
     while pending:
         waiting = {alias for position in pending for alias in names[position]}
         chosen = next(
@@ -132,8 +131,7 @@ def _run_batch(ctx: RunContext, batch: list[tuple[ConfigFile, Step]]) -> list[St
         )
         pending.remove(chosen)
         config, step = batch[chosen]
-        outcomes.append(run_step(ctx, config, step))
-    return outcomes
+        yield run_step(ctx, config, step)
 
 
 def run_step(ctx: RunContext, config: ConfigFile, step: Step) -> StepOutcome:
