@@ -55,6 +55,7 @@ class AgentConfig:
     keys: tuple[str, ...] = ()  # as written (relative to the agent folder or absolute)
     identities: tuple[TrustedIdentity, ...] = ()
     trusted_root: str | None = None
+    signed_identity: str = "repository"  # repository | digest (what a signature must bind)
     channel: str = "stable"
     platform: str = field(default_factory=host_platform_name)
     index_ca_file: str | None = None
@@ -94,6 +95,8 @@ class AgentConfig:
             spec["trust"]["identities"] = [identity.to_json() for identity in self.identities]
         if self.trusted_root:
             spec["trust"]["trustedRoot"] = self.trusted_root
+        if self.signed_identity != "repository":
+            spec["trust"]["signedIdentity"] = self.signed_identity
         if self.registry_ca_file:
             spec["registry"]["caFile"] = self.registry_ca_file
         if self.wariness is not None:
@@ -118,6 +121,7 @@ class AgentConfig:
             keys=tuple(trust.get("keys") or ()),
             identities=tuple(Identity.from_json(item) for item in trust.get("identities") or ()),
             trusted_root=trust.get("trustedRoot"),
+            signed_identity=trust.get("signedIdentity", "repository"),
             registry_insecure=bool(registry.get("insecure", False)),
             registry_ca_file=registry.get("caFile"),
             slot_format=(spec.get("slots") or {}).get("format", "dir"),
@@ -140,20 +144,11 @@ class AgentConfig:
 
 def validate_agent_config(data: Any, *, source: str = "agent config") -> None:
     """Raise :class:`ConfigError` naming the first problems against the JSON schema."""
-    import json
+    from cosgitops.validate.schema import pointer_of, schema_for
 
-    import jsonschema
-
-    from cosgitops.resources import schema_path
-
-    schema = json.loads(schema_path("agent").read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda error: list(error.absolute_path))
-    if errors:
-        lines = []
-        for error in errors[:5]:
-            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-            lines.append(f"{pointer}: {error.message}")
+    issues = sorted(schema_for("agent").validate(data), key=lambda issue: pointer_of(issue.path))
+    if issues:
+        lines = [f"{pointer_of(issue.path) or '/'}: {issue.message}" for issue in issues[:5]]
         raise ConfigError(
             f"{source} is invalid: " + "; ".join(lines),
             hint="see schemas/agent.schema.json for every setting",
