@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "keys": "cosgitops.commands.publish:keys_group",
     "release": "cosgitops.commands.release:release_command",
     "device": "cosgitops.commands.device:device_group",
+    "disk": "cosgitops.commands.disk:disk_command",
+    "medium": "cosgitops.commands.disk:medium_command",
     "demo": "cosgitops.commands.release:demo_command",
 }
 
@@ -61,6 +63,8 @@ SHORT_HELP: dict[str, str] = {
     "keys": "Manage index signing keys (rotate).",
     "release": "plan + build + push + sign + publish: what CI runs on merge.",
     "device": "The on-device agent: status, check, upgrade, rollback, boot-check, reset.",
+    "disk": "Write a bootable cOS-layout disk image of a derivative's release.",
+    "medium": "Write an update medium (index + images) for devices without a network.",
     "demo": "Run the whole commit -> release -> device upgrade loop offline.",
 }
 
