@@ -65,6 +65,10 @@ class Limits:
     # clean-up (at most a twentieth of a small file system)
     device_reserve_bytes: int = 4 * MiB
     device_crash_reports_kept: int = 10
+    # Cloud-config stages: how long one command (or if condition) of a step may run
+    stage_command_timeout_seconds: float = 600.0
+    # ... and the largest file content a step may write once decoded (gzip expands)
+    stage_file_max_bytes: int = 64 * MiB
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
 

@@ -30,11 +30,14 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
+def atomic_writer(
+    path: Path, mode: int = 0o644, *, uid: int | None = None, gid: int | None = None
+) -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces ``path`` only once fully written and synced.
 
     Readers see either the old content or the new, never a partial file; a crash
-    leaves at worst a stray ``.tmp-*`` file beside the target.
+    leaves at worst a stray ``.tmp-*`` file beside the target. ``uid``/``gid`` set the
+    owner before the rename (None keeps the writer's).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +48,8 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if uid is not None or gid is not None:
+            os.chown(tmp, -1 if uid is None else uid, -1 if gid is None else gid)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -282,6 +282,9 @@ def status_command(root: Path, verify: bool, output_format: str) -> None:
     """Slots, versions, digests, boot assessment and rejected releases."""
     status = _agent(root).status(verify=verify)
     data = status.to_json()
+    from cosgitops.stages.report import load_records
+
+    data["stages"] = load_records()  # the last run of each cloud-config stage on this system
     if output_format == "json":
         _emit_json(data)
     else:
@@ -324,8 +327,18 @@ def status_command(root: Path, verify: bool, output_format: str) -> None:
             click.echo(f"  problem: {problem}")
         if data["busy"]:
             click.echo("  another agent is working on this device right now")
+        for stage, run in data["stages"].items():
+            click.echo(f"  stage     {stage:<12} {_stage_summary(run)}")
     if verify and status.verified and any(v is not True for v in status.verified.values()):
         sys.exit(1)
+
+
+def _stage_summary(run: dict[str, Any]) -> str:
+    if "unreadable" in run:
+        return f"record unreadable: {run['unreadable']}"
+    counts = ", ".join(f"{n} {status}" for status, n in run["counts"].items() if n)
+    summary = f"{'ok' if run['ok'] else 'FAILED'} at {run['started']} ({counts or 'no steps'})"
+    return summary + "".join(f"\n              {error}" for error in run["errors"][:3])
 
 
 @device_group.command("check")
@@ -500,3 +513,10 @@ def reset_command(root: Path, reboot: bool, output_format: str) -> None:
         _emit_json(report.to_json())
     else:
         click.echo(f"reset: active slot restored from recovery ({report.active.version})")
+
+
+# ---------------------------------------------------------------- cloud-config stages
+
+from cosgitops.commands.stages import run_stage_command  # noqa: E402
+
+device_group.add_command(run_stage_command)

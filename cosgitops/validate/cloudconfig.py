@@ -3,7 +3,8 @@
 yip ignores what it does not know, so a misspelt key is a silent no-op on the device;
 these rules turn such mistakes into warnings with a "did you mean" hint. The known keys
 come from ``schemas/cloud-config.schema.json`` (subschemas marked
-``x-cosgitops-unknown-keys``), so the schema stays the one list of yip's keys.
+``x-cosgitops-unknown-keys``); stages, cloud-init keys and what the stage runner skips
+come from ``cosgitops.stages.model``, which a test keeps equal to the schema.
 """
 
 from __future__ import annotations
@@ -12,33 +13,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from cosgitops.stages.model import CLOUD_INIT_KEYS, KNOWN_STAGES, unsupported_uses
 from cosgitops.validate.diagnostics import Finding
 from cosgitops.validate.schema import CompiledSchema, did_you_mean
 
-CLOUD_INIT_KEYS = frozenset(
-    ("users", "write_files", "milpa_files", "runcmd", "hostname", "ssh_authorized_keys", "growpart")
-)
-_BASE_STAGES = (
-    "rootfs",
-    "initramfs",
-    "boot",
-    "fs",
-    "network",
-    "reconcile",
-    "after-install",
-    "after-install-chroot",
-    "after-upgrade",
-    "after-upgrade-chroot",
-    "after-reset",
-    "after-reset-chroot",
-    "before-install",
-    "before-upgrade",
-    "before-reset",
-    "after-disk",
-)
-KNOWN_STAGES = frozenset(
-    name + suffix for name in _BASE_STAGES for suffix in ("", ".before", ".after")
-)
 # crypt(3) hashes and the markers for "no password / locked"
 _HASHED_RE = re.compile(r"^(?:!{0,2}\$[0-9a-z]+\$|[!*]+$|$)")
 
@@ -139,6 +117,20 @@ def _stage_names(value: Mapping[str, Any]) -> Iterator[Finding]:
             )
 
 
+def _unsupported(value: Mapping[str, Any]) -> Iterator[Finding]:
+    """Kinds (and fields) the stage runner of this device skips: yip would run them."""
+    for path, step in _steps(value):
+        for use in unsupported_uses(step):
+            yield Finding(
+                (*path, *use.path),
+                "yip-unsupported",
+                f"{use.what} {use.reason}: cosgitops's stage runner skips it on this device",
+                use.hint,
+                "warning",
+                at_key=isinstance(use.path[-1], str),
+            )
+
+
 def _passwords(value: Mapping[str, Any], cloud_init: bool) -> Iterator[Finding]:
     entries: list[tuple[Path, Any]] = []
     for path, step in _steps(value):
@@ -218,6 +210,7 @@ def check_cloud_config(
                     )
                 )
     findings.extend(_stage_names(value))
+    findings.extend(_unsupported(value))
     findings.extend(_passwords(value, cloud_init))
     findings.extend(decimal_modes(value, plain_text))
     return findings

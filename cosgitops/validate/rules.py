@@ -219,6 +219,12 @@ _RULES = (
         "Use a crypt(3) hash such as mkpasswd -m sha-512 prints ($6$...).",
     ),
     Rule(
+        "yip-unsupported",
+        "warning",
+        "A step kind the stage runner of this device skips (network, packages, partitioning).",
+        "Do it when the image is built (spec.packages, spec.run or the overlay).",
+    ),
+    Rule(
         "yip-stage-name",
         "warning",
         "A stage name looks like a misspelt yip stage.",
