@@ -21,7 +21,7 @@ from cosgitops.errors import CosgitopsError, UsageError
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    from cosgitops.model import Derivative, ReleaseManifest, Repository
+    from cosgitops.model import BootTestRef, Derivative, ReleaseManifest, Repository
     from cosgitops.oci.store import StoreOptions
     from cosgitops.publish.publisher import PublishResult
     from cosgitops.signing.signers import KeylessSigner, KeySigner
@@ -39,6 +39,7 @@ class DerivativeOutcome:
     channels: tuple[str, ...] = ()
     size: int = 0
     bytes_uploaded: int = 0
+    boot_test: BootTestRef | None = None  # the passing boot attestation the release names
     error: str = ""
     hint: str = ""
 
@@ -52,6 +53,7 @@ class DerivativeOutcome:
             "channels": list(self.channels),
             "size": self.size,
             "bytesUploaded": self.bytes_uploaded,
+            "bootTest": None if self.boot_test is None else self.boot_test.to_json(),
             "error": self.error or None,
             "hint": self.hint or None,
         }
@@ -84,18 +86,27 @@ class ReleaseReport:
         lines = [
             "## cosgitops release",
             "",
-            "| derivative | version | status | image | signature | channels |",
-            "|---|---|---|---|---|---|",
+            "| derivative | version | status | image | signature | boot test | channels |",
+            "|---|---|---|---|---|---|---|",
         ]
         for outcome in self.outcomes:
             status = outcome.status if not outcome.error else f"failed: {outcome.error}"
             lines.append(
                 f"| {outcome.name} | {outcome.version} | {_md(status)} | `{outcome.image or '-'}` "
-                f"| {_md(outcome.signer or '-')} | {', '.join(outcome.channels) or '-'} |"
+                f"| {_md(outcome.signer or '-')} | {_md(boot_test_summary(outcome.boot_test))} "
+                f"| {', '.join(outcome.channels) or '-'} |"
             )
         if not self.outcomes:
-            lines.append("| - | - | nothing to release | - | - | - |")
+            lines.append("| - | - | nothing to release | - | - | - | - |")
         return "\n".join(lines) + "\n"
+
+
+def boot_test_summary(boot_test: BootTestRef | None) -> str:
+    """``passed from 1.3.0 (sha256:ab12…)`` for tables; ``-`` when there is none."""
+    if boot_test is None:
+        return "-"
+    origin = f"from {boot_test.from_version}" if boot_test.from_version else "fresh install"
+    return f"{boot_test.result} {origin} ({boot_test.attestation[:19]})"
 
 
 def _md(text: str) -> str:
@@ -171,6 +182,7 @@ def _release_one(
         channels=manifest.channels,
         size=built.size,
         bytes_uploaded=built.bytes_uploaded,
+        boot_test=manifest.boot_test,
     )
     return manifest, outcome
 

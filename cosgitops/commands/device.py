@@ -96,6 +96,11 @@ def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, exists=True, path_type=Path),
             help="Sigstore trusted root JSON for keyless signatures.",
         ),
+        click.option(
+            "--require-boot-test",
+            is_flag=True,
+            help="Refuse releases without a passing boot attestation signed by a trusted signer.",
+        ),
         click.option("--platform", help="OS/ARCH of the device (default: this machine)."),
         click.option(
             "--slot-format",
@@ -187,6 +192,7 @@ def _setup_from(options: dict[str, Any]) -> Any:
         keys=tuple(options["keys"]),
         identities=identities,
         sigstore_trusted_root=options["sigstore_trusted_root"],
+        require_boot_test=options["require_boot_test"],
         platform=options["platform"],
         slot_format=options["slot_format"],
         apply_method=options["apply_method"],

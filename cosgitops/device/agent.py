@@ -234,6 +234,7 @@ class DeviceSetup:
     keys: tuple[Path, ...] = ()  # cosign public keys trusted to sign images
     identities: tuple[TrustedIdentity, ...] = ()
     sigstore_trusted_root: Path | None = None
+    require_boot_test: bool = False
     platform: str | None = None
     slot_format: str = "dir"
     apply_method: str = "builtin"
@@ -259,6 +260,7 @@ class DeviceSetup:
             keys=tuple(copied[str(key)] for key in self.keys),
             identities=self.identities,
             trusted_root=local(self.sigstore_trusted_root),
+            require_boot_test=self.require_boot_test,
             channel=self.channel,
             platform=self.platform or host_platform_name(),
             index_ca_file=local(self.index_ca),
@@ -575,6 +577,10 @@ class DeviceAgent:
                 platform=self.config.platform,
                 limits=self.limits,
             )
+            if self.config.require_boot_test:
+                from cosgitops.boottest.gate import require_boot_attestation
+
+                require_boot_attestation(store, manifest, self._policy(), limits=self.limits)
             faults.crash_point("signature-verified")
             operation = "upgrade-recovery" if recovery else "upgrade"
             state = self.journal.save(
