@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "yank": "cosgitops.commands.publish:yank_command",
     "keys": "cosgitops.commands.publish:keys_group",
     "release": "cosgitops.commands.release:release_command",
+    "boot-test": "cosgitops.commands.boottest:boot_test_command",
     "device": "cosgitops.commands.device:device_group",
     "demo": "cosgitops.commands.release:demo_command",
 }
@@ -58,6 +59,7 @@ SHORT_HELP: dict[str, str] = {
     "yank": "Mark a release as a dead end so devices stop being offered it.",
     "keys": "Manage index signing keys (rotate).",
     "release": "plan + build + push + sign + publish: what CI runs on merge.",
+    "boot-test": "Boot a candidate in QEMU: upgrade, health checks, fallback; attest it.",
     "device": "The on-device agent: status, check, upgrade, rollback, boot-check, reset.",
     "demo": "Run the whole commit -> release -> device upgrade loop offline.",
 }

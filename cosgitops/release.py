@@ -113,10 +113,11 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _signer(
+def release_signer(
     repository: Repository, *, key: str | None, keyless: bool, identity_token: str | None
 ) -> tuple[KeySigner | KeylessSigner, Path | None]:
-    """The signer `release` uses, and the development key path when that is what it is."""
+    """The signer `release` (and `boot-test`) uses, and the development key path when that
+    is what it is."""
     from cosgitops.signing.keys import ensure_development_keypair
     from cosgitops.signing.signers import key_signer, keyless_signer
 
@@ -245,7 +246,7 @@ def release(
             )
     manifests: list[ReleaseManifest] = []
     if todo:
-        signer, report.development_key = _signer(
+        signer, report.development_key = release_signer(
             repository, key=key, keyless=keyless, identity_token=identity_token
         )
         for derivative in todo:
