@@ -22,7 +22,7 @@ from cosgitops.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from cosgitops.model import BootTestRef, Derivative, ReleaseManifest, Repository
-    from cosgitops.oci.store import StoreOptions
+    from cosgitops.oci.store import ImageStore, StoreOptions
     from cosgitops.publish.publisher import PublishResult
     from cosgitops.signing.signers import KeylessSigner, KeySigner
 
@@ -145,6 +145,31 @@ def published_versions(repository: Repository) -> set[tuple[str, str]]:
     }
 
 
+def _boot_tested_image(
+    repository: Repository, derivative: Derivative, options: StoreOptions, limits: Limits
+) -> tuple[ImageStore, str] | None:
+    """The image the version's tag holds when a passing boot attestation trusted under
+    the policy proves it (``boot-test`` pushed and attested it): the release publishes
+    exactly what was tested, even when a rebuild would not give the same digest (the
+    docker builder)."""
+    from cosgitops.boottest.attestation import verify_attestations
+    from cosgitops.errors import NotFoundError
+    from cosgitops.oci import open_store
+    from cosgitops.signing import policy_for
+
+    store = open_store(repository.image_name(derivative.name), options)
+    try:
+        found = store.resolve(derivative.version)
+    except NotFoundError:
+        return None
+    if found is None:
+        return None
+    policy = policy_for(repository, derivative.name)
+    if not verify_attestations(store, found.digest, policy, limits=limits).ok:
+        return None
+    return store, found.digest
+
+
 def _release_one(
     repository: Repository,
     derivative: Derivative,
@@ -160,18 +185,25 @@ def _release_one(
     from cosgitops.signing import sign_image
 
     check_base_pinned(derivative)
-    built = build_derivative(
-        repository, derivative, push=True, options=options, limits=limits, progress=progress
-    )
-    store = open_store(built.name, options)
-    sign_image(store, built.digest, signer)
-    manifest = collect_release(
-        repository, derivative, store, commit=built.revision or None, limits=limits
-    )
-    if manifest.digest != built.digest:
+    tested = _boot_tested_image(repository, derivative, options, limits)
+    if tested is not None:
+        store, digest = tested
+        progress.note(f"{derivative.name} {derivative.version}: the boot-tested image {digest}")
+        name, revision, bytes_uploaded = store.reference.name, None, 0
+    else:
+        built = build_derivative(
+            repository, derivative, push=True, options=options, limits=limits, progress=progress
+        )
+        store = open_store(built.name, options)
+        digest, name = built.digest, built.name
+        revision, bytes_uploaded = built.revision or None, built.bytes_uploaded
+    sign_image(store, digest, signer)
+    manifest = collect_release(repository, derivative, store, commit=revision, limits=limits)
+    if manifest.digest != digest:
+        what = "boot-tested" if tested is not None else "just built"
         raise CosgitopsError(
-            f"{built.name}:{derivative.version} points at {manifest.digest}, not the image just "
-            f"built ({built.digest})",
+            f"{name}:{derivative.version} points at {manifest.digest}, not the image {what} "
+            f"({digest})",
             hint="another build moved the tag meanwhile; re-run the release",
         )
     outcome = DerivativeOutcome(
@@ -181,8 +213,8 @@ def _release_one(
         image=manifest.image,
         signer=manifest.signer,
         channels=manifest.channels,
-        size=built.size,
-        bytes_uploaded=built.bytes_uploaded,
+        size=sum(platform.size for platform in manifest.platforms),
+        bytes_uploaded=bytes_uploaded,
         boot_test=manifest.boot_test,
     )
     return manifest, outcome

@@ -238,3 +238,20 @@ def test_release_manifests_without_the_field_still_read(tmp_path: Path) -> None:
     for broken in ({"attestation": "nope", "result": "passed"}, {"result": "passed"}, "text"):
         with pytest.raises(RemoteDataError, match="malformed release manifest"):
             model.ReleaseManifest.from_json({**old, "bootTest": broken})
+
+
+def test_release_publishes_the_image_that_was_boot_tested(gated: Path) -> None:
+    """A rebuild need not give the same digest (the docker builder is not reproducible):
+    the release takes the boot-tested image the version's tag holds instead."""
+    assert not release(gated).ok
+    tested = _built_digest(gated)
+    attach_attestation(_store(gated), synthetic_result(tested, version=VERSION), _dev_signer(gated))
+    motd = gated / "derivatives" / NAME / "overlay" / "etc" / "motd"
+    motd.write_text("a rebuild now makes another image\n")
+
+    report = release(gated)
+    assert report.ok, report.failed
+    manifest = open_index(gated / "public").manifest(NAME, VERSION)
+    assert manifest.digest == tested
+    assert manifest.boot_test is not None
+    assert _built_digest(gated) == tested  # the tag did not move
