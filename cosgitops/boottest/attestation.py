@@ -374,10 +374,26 @@ def verify_attestation(
     )
 
 
-def find_attestations(store: ImageStore, image_digest: str) -> list[str]:
-    """The digests of every boot attestation attached to ``image_digest``."""
-    referrers = store.referrers(image_digest, artifact_type=ARTIFACT_TYPE)
-    return list(dict.fromkeys(d.digest for d in referrers if d.artifact_type == ARTIFACT_TYPE))
+def find_attestations(
+    store: ImageStore, image_digest: str, *, limits: Limits = DEFAULT_LIMITS
+) -> list[str]:
+    """The digests of the boot attestations attached to ``image_digest``: all of them, or
+    the ``limits.boot_attestations_max`` newest (by their unsigned created annotation)."""
+    referrers = [
+        descriptor
+        for descriptor in store.referrers(image_digest, artifact_type=ARTIFACT_TYPE)
+        if descriptor.artifact_type == ARTIFACT_TYPE
+    ]
+    digests = list(dict.fromkeys(descriptor.digest for descriptor in referrers))
+    if len(digests) <= limits.boot_attestations_max:
+        return digests
+    created = {
+        descriptor.digest: str((descriptor.annotations or {}).get(CREATED_ANNOTATION, ""))
+        for descriptor in referrers
+    }
+    newest = sorted(digests, key=lambda digest: created[digest], reverse=True)
+    keep = set(newest[: limits.boot_attestations_max])
+    return [digest for digest in digests if digest in keep]
 
 
 def verify_attestations(
@@ -389,7 +405,9 @@ def verify_attestations(
     limits: Limits = DEFAULT_LIMITS,
 ) -> AttestationReport:
     """Judge every boot attestation of ``image_digest`` (or just those in ``only``)."""
-    digests = list(only) if only is not None else find_attestations(store, image_digest)
+    digests = (
+        list(only) if only is not None else find_attestations(store, image_digest, limits=limits)
+    )
     trusted_root = _trusted_root(policy) if digests else None
     verdicts = tuple(
         verify_attestation(

@@ -313,3 +313,20 @@ def test_the_newest_accepted_attestation_is_the_one_named(
     assert len(report.verdicts) == 4
     assert {v.digest for v in report.accepted} == {older.digest, newer.digest}
     assert report.best is not None and report.best.digest == newer.digest
+
+
+def test_only_the_newest_attestations_are_judged(
+    layout: OCILayoutStore, signer: KeySigner, policy: VerificationPolicy
+) -> None:
+    from cosgitops.config import Limits
+
+    image = _image(layout)
+    made = [
+        attach_attestation(layout, synthetic_result(image.digest), signer, created=created)
+        for created in ("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    ]
+    limits = Limits(boot_attestations_max=2)
+    found = find_attestations(layout, image.digest, limits=limits)
+    assert set(found) == {made[0].digest, made[2].digest}
+    assert len(verify_attestations(layout, image.digest, policy, limits=limits).verdicts) == 2
+    assert len(find_attestations(layout, image.digest)) == 3
