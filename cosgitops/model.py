@@ -195,6 +195,28 @@ class ReleaseSpec:
 
 
 @dataclass(frozen=True)
+class HealthCheckSpec:
+    """One boot health check a derivative declares (``spec.health.checks``)."""
+
+    name: str
+    command: str | tuple[str, ...]
+    timeout_seconds: float = 60.0
+
+    def to_json(self) -> dict[str, Any]:
+        command: Any = self.command if isinstance(self.command, str) else list(self.command)
+        return {"name": self.name, "command": command, "timeoutSeconds": self.timeout_seconds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HealthCheckSpec:
+        command = data["command"]
+        return cls(
+            name=str(data["name"]),
+            command=command if isinstance(command, str) else tuple(str(c) for c in command),
+            timeout_seconds=float(data.get("timeoutSeconds", 60)),
+        )
+
+
+@dataclass(frozen=True)
 class Derivative:
     folder: Path  # absolute path of derivatives/<name>
     name: str
@@ -209,6 +231,7 @@ class Derivative:
     cloud_config: str = "oem"  # folder of yip files baked into /system/oem
     labels: Mapping[str, str] = field(default_factory=dict)
     release: ReleaseSpec = field(default_factory=ReleaseSpec)
+    health_checks: tuple[HealthCheckSpec, ...] = ()
 
     @property
     def needs_docker(self) -> bool:
@@ -242,6 +265,10 @@ class Derivative:
             overlay=str(spec.get("overlay", "overlay")),
             cloud_config=str(spec.get("cloudConfig", "oem")),
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+            health_checks=tuple(
+                HealthCheckSpec.from_json(item)
+                for item in (spec.get("health") or {}).get("checks") or ()
+            ),
             release=ReleaseSpec(
                 channels=tuple(release.get("channels") or ("stable",)),
                 upgrade_from=release.get("upgradeFrom"),

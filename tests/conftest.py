@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.bootbase import (  # noqa: F401 - session fixtures for the boot tests
+    agent_wheelhouse,
+    built_base,
+    debian_mirror_dir,
+    debian_sources,
+)
 from tests.helpers.services import RegistryServer, StaticServer, TestCA
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -4,18 +4,20 @@ so the three agree on every file, mode, symlink and label."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cosgitops.builder.image import ImageIdentity, tag_for_version
-from cosgitops.builder.layers import LayerEntry, tree_entries
+from cosgitops.builder.layers import LayerEntry, content_entries, tree_entries
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import GitError
 from cosgitops.model import Derivative, Repository
 
 CLOUD_CONFIG_PATTERNS = ("*.yaml", "*.yml")
 CLOUD_CONFIG_TARGET = "system/oem"
+HEALTH_FILE = "usr/lib/cosgitops/health.json"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def collect_inputs(
         base_name=None if derivative.base == "scratch" else derivative.base,
     )
     overlay = tree_entries(derivative.overlay_dir, boundary=root, limits=limits)
+    if derivative.health_checks:
+        overlay = [*overlay, *content_entries({HEALTH_FILE: health_file_bytes(derivative)})]
     cloud_config = tree_entries(
         derivative.cloud_config_dir,
         prefix=CLOUD_CONFIG_TARGET,
@@ -87,6 +91,13 @@ def collect_inputs(
         include=CLOUD_CONFIG_PATTERNS,
     )
     return BuildInputs(derivative, root, identity, overlay, cloud_config)
+
+
+def health_file_bytes(derivative: Derivative) -> bytes:
+    """``/usr/lib/cosgitops/health.json``: the derivative's boot health checks, which the
+    device agent runs with its own at every boot of a pending release."""
+    data = {"checks": [check.to_json() for check in derivative.health_checks]}
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def version_tag(derivative: Derivative) -> str:

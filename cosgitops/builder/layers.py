@@ -282,13 +282,23 @@ def _field(text: str, width: int) -> bytes:
     return data[:width].ljust(width, b"\0")
 
 
-def _header(name: str, *, mode: int, size: int, kind: bytes, link: str, epoch: int) -> bytes:
+def _header(
+    name: str,
+    *,
+    mode: int,
+    size: int,
+    kind: bytes,
+    link: str,
+    epoch: int,
+    uid: int = 0,
+    gid: int = 0,
+) -> bytes:
     header = b"".join(
         [
             _field(name, 100),
             _octal(mode, 8),
-            _octal(0, 8),  # uid
-            _octal(0, 8),  # gid
+            _octal(uid, 8),
+            _octal(gid, 8),
             _octal(size, 12),
             _octal(epoch, 12),
             b" " * 8,  # checksum, computed below over the header with blanks here
@@ -306,8 +316,9 @@ def _header(name: str, *, mode: int, size: int, kind: bytes, link: str, epoch: i
     return header[:148] + checksum + header[156:]
 
 
-def _pax_record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode()
+def _pax_record(key: str, value: str | bytes) -> bytes:
+    raw = value if isinstance(value, bytes) else value.encode()
+    body = b" " + key.encode() + b"=" + raw + b"\n"
     length = len(body) + 1
     while len(str(length)) + len(body) != length:
         length += 1
@@ -318,26 +329,65 @@ def _needs_pax(text: str) -> bool:
     return len(text.encode("utf-8")) > _NAME_MAX or not text.isascii()
 
 
-def _write_member(out: IO[bytes], entry: LayerEntry, epoch: int) -> None:
-    name = entry.path + "/" if entry.kind == "dir" else entry.path
-    link = entry.link_target or ""
+def write_member_header(
+    out: IO[bytes],
+    name: str,
+    *,
+    kind: bytes,
+    mode: int,
+    size: int = 0,
+    mtime: int,
+    link: str = "",
+    uid: int = 0,
+    gid: int = 0,
+    extra: Mapping[str, bytes] | None = None,
+) -> None:
+    """One member's header: a pax extended header first when a name or link is long or
+    not ASCII, or ``extra`` records are given (e.g. ``SCHILY.xattr.*``), then the ustar
+    header. The caller writes ``size`` bytes of content and :func:`pad_member`."""
     records = b""
     if _needs_pax(name):
         records += _pax_record("path", name)
     if _needs_pax(link):
         records += _pax_record("linkpath", link)
+    for key, value in (extra or {}).items():
+        records += _pax_record(key, value)
     if records:
         out.write(
             _header(
-                "././@PaxHeader", mode=0o644, size=len(records), kind=b"x", link="", epoch=epoch
+                "././@PaxHeader", mode=0o644, size=len(records), kind=b"x", link="", epoch=mtime
             )
         )
         out.write(records + b"\0" * (-len(records) % _BLOCK))
+    out.write(
+        _header(name, mode=mode, size=size, kind=kind, link=link, epoch=mtime, uid=uid, gid=gid)
+    )
+
+
+def pad_member(out: IO[bytes], size: int) -> None:
+    out.write(b"\0" * (-size % _BLOCK))
+
+
+def end_of_archive(out: HashingWriter) -> None:
+    """The two zero blocks, padding the stream to a whole 10 KiB record."""
+    end = 2 * _BLOCK
+    end += -(out.size + end) % _RECORD
+    out.write(b"\0" * end)
+
+
+def _write_member(out: IO[bytes], entry: LayerEntry, epoch: int) -> None:
+    name = entry.path + "/" if entry.kind == "dir" else entry.path
     size = 0
     if entry.kind == "file":
         size = len(entry.data) if entry.data is not None else _file_size(entry)
-    out.write(
-        _header(name, mode=entry.mode, size=size, kind=_TYPE[entry.kind], link=link, epoch=epoch)
+    write_member_header(
+        out,
+        name,
+        kind=_TYPE[entry.kind],
+        mode=entry.mode,
+        size=size,
+        mtime=epoch,
+        link=entry.link_target or "",
     )
     if entry.kind != "file":
         return
@@ -356,7 +406,7 @@ def _write_member(out: IO[bytes], entry: LayerEntry, epoch: int) -> None:
                     )
                 out.write(chunk)
                 remaining -= len(chunk)
-    out.write(b"\0" * (-size % _BLOCK))
+    pad_member(out, size)
 
 
 def _file_size(entry: LayerEntry) -> int:
@@ -373,9 +423,7 @@ def write_tar(entries: Iterable[LayerEntry], out: IO[bytes], epoch: int) -> int:
     counter = HashingWriter(out)
     for entry in ordered:
         _write_member(cast(IO[bytes], counter), entry, epoch)
-    end = 2 * _BLOCK
-    end += -(counter.size + end) % _RECORD
-    counter.write(b"\0" * end)
+    end_of_archive(counter)
     return len(ordered)
 
 
