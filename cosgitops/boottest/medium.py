@@ -27,6 +27,7 @@ from cosgitops.oci.store import ImageStore
 
 IMAGES_DIR = "images"
 INDEX_DIR = "public"
+LOCAL_STATE = ".cosgitops"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TestMedium:
     trusted_root: Path  # the index root the guest trusts (outside the medium)
     public_key: Path  # the cosign public key the guest trusts to sign images
     manifests: tuple[model.ReleaseManifest, ...]  # as published on the medium
+    repository: Path  # a repository whose index is the medium's (what `disk` installs from)
 
     @property
     def index(self) -> Path:
@@ -79,8 +81,9 @@ def write_test_medium(
     limits: Limits = DEFAULT_LIMITS,
 ) -> TestMedium:
     """Publish ``images`` (oldest first) of ``derivative`` into a new medium at
-    ``folder/medium``, with keys under ``folder/keys`` and the root to trust under
-    ``folder/trust``."""
+    ``folder/.cosgitops/medium``, with its keys in ``.cosgitops/keys`` and the root to
+    trust in ``.cosgitops/trust``; ``folder`` becomes a repository whose index is the
+    medium's and whose trust is the throwaway key."""
     from cosgitops.oci.layout import OCILayoutStore
     from cosgitops.oci.transfer import copy_image
     from cosgitops.publish.collect import collect_release
@@ -90,8 +93,9 @@ def write_test_medium(
     from cosgitops.signing.keys import write_keypair
 
     folder = Path(folder).absolute()
-    medium = folder / "medium"
-    private, public = write_keypair(folder / "keys" / "boot-test-cosign", b"", overwrite=True)
+    state = folder / LOCAL_STATE  # never validated as repository content
+    medium = state / "medium"
+    private, public = write_keypair(state / "keys" / "boot-test-cosign", b"", overwrite=True)
     signer = key_signer(str(private), password=b"")
     layout = OCILayoutStore(medium / IMAGES_DIR / derivative.name, limits=limits)
     manifests: list[model.ReleaseManifest] = []
@@ -102,12 +106,19 @@ def write_test_medium(
             manifest = image.manifest
         else:
             manifest = collect_release(repository, derivative, layout, verify=False, limits=limits)
+        # The release names the image where it is now: the medium's layout (same digest).
         manifests.append(
-            replace(manifest, rollout=model.Rollout(), rollout_start=None, boot_test=None)
+            replace(
+                manifest,
+                image=f"oci:{layout.path}@{image.digest}",
+                rollout=model.Rollout(),
+                rollout_start=None,
+                boot_test=None,
+            )
         )
     channels = {name for manifest in manifests for name in manifest.channels}
     fleet = model.Repository(
-        root=folder / "index",
+        root=folder,
         name="boot-test",
         channels={name: model.Channel(name) for name in sorted(channels)},
         publish=model.PublishSpec(dir=str(medium / INDEX_DIR)),
@@ -115,7 +126,45 @@ def write_test_medium(
     ring = _tuf_keyring()
     assert isinstance(ring, KeyRing)
     publish_releases(fleet, manifests, keyring=ring, now=now, limits=limits)
-    trusted_root = folder / "trust" / "1.root.json"
+    trusted_root = state / "trust" / "1.root.json"
     trusted_root.parent.mkdir(parents=True, exist_ok=True)
     trusted_root.write_bytes((medium / INDEX_DIR / "metadata" / "1.root.json").read_bytes())
-    return TestMedium(medium, trusted_root, public, tuple(manifests))
+    _fleet_repository(folder, derivative, medium / INDEX_DIR, public)
+    return TestMedium(medium, trusted_root, public, tuple(manifests), folder)
+
+
+def _fleet_repository(
+    root: Path, derivative: model.Derivative, public_dir: Path, public_key: Path
+) -> Path:
+    """A repository of one derivative whose index is the medium's and whose trust is the
+    throwaway key: what ``cosgitops disk`` installs a release from."""
+    import yaml
+
+    channels: dict[str, dict[str, str]] = {name: {} for name in derivative.release.channels}
+    repository = {
+        "apiVersion": model.API_VERSION,
+        "kind": "Repository",
+        "metadata": {"name": "boot-test"},
+        "spec": {
+            "channels": channels,
+            "signing": {
+                "trust": [{"derivatives": ["*"], "keys": [public_key.relative_to(root).as_posix()]}]
+            },
+            "publish": {"dir": public_dir.relative_to(root).as_posix()},
+        },
+    }
+    definition = {
+        "apiVersion": model.API_VERSION,
+        "kind": "Derivative",
+        "metadata": {"name": derivative.name},
+        "spec": {
+            "version": derivative.version,
+            "base": "scratch",
+            "release": {"channels": list(derivative.release.channels)},
+        },
+    }
+    folder = root / model.DERIVATIVES_DIR / derivative.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (root / model.REPOSITORY_FILE).write_text(yaml.safe_dump(repository, sort_keys=False))
+    (folder / model.DERIVATIVE_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
+    return root

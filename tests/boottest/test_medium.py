@@ -58,7 +58,7 @@ def test_the_medium_holds_both_releases_under_its_own_trust(tmp_path: Path) -> N
     assert [r.version for r in index.releases(NAME)] == ["0.2.0", "0.1.0"]
     candidate = index.manifest(NAME, "0.2.0")
     assert candidate.digest == built.digest
-    assert candidate.image == f"{tree.repository.image_name(NAME)}@{built.digest}"
+    assert candidate.image == f"oci:{medium.layout(NAME)}@{built.digest}"
     assert candidate.upgrade_from == ">=0.1.0"  # the real release settings
     assert candidate.rollout.start_percentage == 100  # but the test device gets it now
     assert index.manifest(NAME, "0.1.0").digest == published.digest
@@ -76,3 +76,11 @@ def test_the_medium_holds_both_releases_under_its_own_trust(tmp_path: Path) -> N
     # the production key did not sign the medium's copies, the throwaway key did
     production = key_policy([str(repo / ".cosgitops" / "keys" / "cosign.pub")])
     assert not verify_image(layout, built.digest, production).ok
+
+    # `disk` installs from the medium's index through a repository that trusts it
+    fleet = load_repository(medium.repository)
+    assert (fleet.repository.root / fleet.repository.publish.dir) == medium.index
+    assert [d.version for d in fleet.derivatives.values()] == ["0.2.0"]
+    from cosgitops.signing import policy_for
+
+    assert verify_image(layout, built.digest, policy_for(fleet.repository, NAME)).ok
