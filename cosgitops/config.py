@@ -60,7 +60,6 @@ class Limits:
     device_lock_wait_seconds: float = 30.0
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
-    unsafe_skip_signature_verification: bool = False
 
 
 DEFAULT_LIMITS = Limits()

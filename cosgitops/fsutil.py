@@ -1,11 +1,14 @@
-"""File-system helpers: atomic writes and path containment."""
+"""File-system helpers: atomic writes, path containment and file locks."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -82,3 +85,55 @@ def contained_path(root: Path, relative: str) -> Path:
             hint="a symlink on the way points out of the folder; replace it with the real file",
         )
     return candidate
+
+
+# ---------------------------------------------------------------- file locks
+
+_LOCK_POLL_FIRST_SECONDS = 0.005
+_LOCK_POLL_MAX_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: Path,
+    *,
+    timeout: float,
+    busy: Callable[[Path], CosgitopsError] | None = None,
+    mode: int = 0o644,
+) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` for the ``with`` block; yields True.
+
+    The file (and its folder) is created when missing and left in place; it stays empty.
+    The kernel drops the lock when the holder exits, even on a crash or ``kill -9``, so a
+    dead holder never wedges anyone. Another holder is waited for up to ``timeout``
+    seconds (0: one attempt), polling with a short backoff; then ``busy(path)`` is
+    raised, or, when ``busy`` is None, the block runs without the lock and the context
+    yields False (for readers that can make do without it). Errors creating the file are
+    the caller's ``OSError``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = _LOCK_POLL_FIRST_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                if busy is not None:
+                    raise busy(path)
+                yield False
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX_SECONDS)
+        try:
+            yield True
+        finally:
+            # Unlock explicitly: a forked child holding a copy of fd must not keep it.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

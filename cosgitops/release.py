@@ -180,6 +180,7 @@ def _release_one(
     progress: Progress,
 ) -> tuple[ReleaseManifest, DerivativeOutcome]:
     from cosgitops.builder import build_derivative
+    from cosgitops.builder.inputs import public_image_name
     from cosgitops.oci import open_store
     from cosgitops.publish.collect import check_base_pinned, collect_release
     from cosgitops.signing import sign_image
@@ -197,7 +198,8 @@ def _release_one(
         store = open_store(built.name, options)
         digest, name = built.digest, built.name
         revision, bytes_uploaded = built.revision or None, built.bytes_uploaded
-    sign_image(store, digest, signer)
+    # Signed as published (the configured name), not as the path it was built to.
+    sign_image(store, digest, signer, identity=public_image_name(repository, derivative.name))
     manifest = collect_release(repository, derivative, store, commit=revision, limits=limits)
     if manifest.digest != digest:
         what = "boot-tested" if tested is not None else "just built"

@@ -21,7 +21,11 @@ from tests.helpers.bootbase import (  # noqa: F401 - session fixtures for the bo
 from tests.helpers.services import RegistryServer, StaticServer, TestCA
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Real files from other projects (see its README), beside the checkout in this project's
+# CI and its sessions, absent from a user's clone. Tests reach ../shared only through the
+# `interop` fixture.
 INTEROP = PROJECT_ROOT.parent / "shared" / "interop"
+INTEROP_MISSING = "the interop data folder ../shared/interop is not present"
 
 _SEALED_ENV = {
     "GIT_AUTHOR_NAME": "cosgitops test",
@@ -58,11 +62,12 @@ def sealed_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 @pytest.fixture
 def interop() -> Path:
-    """The real-world files in ../shared/interop (skipped outside CI when absent)."""
+    """The real-world files in ../shared/interop. Where they are absent the test is
+    skipped, except in this project's CI (CI=true), which always has them."""
     if not INTEROP.is_dir():
         if os.environ.get("CI"):
-            pytest.fail(f"{INTEROP} is missing; CI must have ../shared")
-        pytest.skip(f"{INTEROP} is not present on this machine")
+            pytest.fail(f"{INTEROP_MISSING} ({INTEROP}); this project's CI must have it")
+        pytest.skip(INTEROP_MISSING)
     return INTEROP
 
 

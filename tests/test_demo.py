@@ -106,8 +106,9 @@ def test_demo_runs_offline_without_docker_in_a_fresh_venv(fresh_venv: Path, tmp_
     assert (repo / ".git" / "hooks" / "pre-commit").is_file()
     assert (public / "metadata" / "1.root.json").is_file()
     assert (public / "metadata" / "timestamp.json").is_file()
+    # Local OCI layouts are no images an Elemental cluster can pull: the channel is empty.
     channel = json.loads((public / "channels" / "example" / "stable.json").read_text())
-    assert sorted(entry["spec"]["version"] for entry in channel) == ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert channel == []
 
     # the cosgitops that ran is the wheel's, not the checkout's
     which = subprocess.run(

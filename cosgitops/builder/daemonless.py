@@ -23,7 +23,6 @@ from cosgitops.builder.image import (
     OS_RELEASE_PATH,
     HistoryStep,
     base_os_release,
-    canonical_json,
     image_config,
     image_index,
     image_manifest,
@@ -34,6 +33,7 @@ from cosgitops.builder.layers import LAYER_EPOCH, LayerBlob, content_entries, wr
 from cosgitops.builder.result import BuildResult, model_layers
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import BuildError, RemoteDataError
+from cosgitops.jsonbytes import image_json
 from cosgitops.model import PlatformImage
 from cosgitops.oci.digest import sha256_digest
 from cosgitops.oci.media import (
@@ -203,7 +203,7 @@ def _plan_platform(
         labels=labels,
         epoch=inputs.epoch,
     )
-    config_bytes = canonical_json(config)
+    config_bytes = image_json(config)
     layers = (*platform_base.layers, *(blob.descriptor for blob, _ in added))
     manifest = image_manifest(
         Descriptor(OCI_CONFIG, sha256_digest(config_bytes), len(config_bytes)),
@@ -212,7 +212,7 @@ def _plan_platform(
     )
     return _PlatformPlan(
         platform_base.platform,
-        canonical_json(manifest),
+        image_json(manifest),
         config_bytes,
         layers,
         tuple(blob for blob, _ in added),
@@ -284,7 +284,7 @@ def build_image(
                 PlatformImage(str(plan.platform), descriptor.digest, model_layers(plan.layers))
             )
         if multi:
-            index = canonical_json(image_index(manifest_descriptors, identity.annotations()))
+            index = image_json(image_index(manifest_descriptors, identity.annotations()))
             top = target.put_manifest(index, OCI_INDEX, tag=identity.tag)
             digest, media_type = top.digest, OCI_INDEX
         else:

@@ -22,7 +22,6 @@ from typing import IO, Any, cast
 
 from cosgitops.builder.image import (
     OS_RELEASE_LABEL,
-    canonical_json,
     encode_os_release_label,
     image_manifest,
 )
@@ -31,6 +30,7 @@ from cosgitops.builder.layers import GzipWriter, HashingWriter
 from cosgitops.builder.render import docker_base_name, label_value, render_context
 from cosgitops.builder.result import BuildResult, model_layers
 from cosgitops.errors import BuildError, NotFoundError
+from cosgitops.jsonbytes import image_json
 from cosgitops.model import PlatformImage
 from cosgitops.oci.digest import sha256_digest
 from cosgitops.oci.media import (
@@ -281,7 +281,7 @@ def export_to_layout(
                 layers.append(Descriptor(OCI_LAYER_GZIP, digest, size))
     config_digest = sha256_digest(config)
     store.put_blob(config, config_digest, size=len(config))
-    manifest = canonical_json(
+    manifest = image_json(
         image_manifest(Descriptor(OCI_CONFIG, config_digest, len(config)), layers, annotations)
     )
     descriptor = store.put_manifest(manifest, OCI_MANIFEST, tag=tag)

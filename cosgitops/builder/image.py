@@ -2,8 +2,9 @@
 labels, the image config, manifest and index.
 
 Nothing here does I/O, so the exact bytes of every document (and therefore every
-digest) follow from the inputs alone. JSON is serialised canonically (sorted keys,
-no whitespace) for the same reason.
+digest) follow from the inputs alone. JSON is serialised by
+:func:`cosgitops.jsonbytes.image_json` (sorted keys, no whitespace, a rule that never
+changes) for the same reason.
 """
 
 from __future__ import annotations
@@ -38,11 +39,6 @@ OS_RELEASE_PATH = "etc/os-release"
 IMAGE_KEYS = ("IMAGE_REPO", "IMAGE_TAG", "IMAGE", "TIMESTAMP")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/+,@=-]*$")
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: the same document always has the same bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def rfc3339(epoch: int) -> str:

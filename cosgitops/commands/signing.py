@@ -105,6 +105,13 @@ def _annotations(values: tuple[str, ...]) -> dict[str, str]:
     help="Sigstore client trust config JSON for --keyless (default: public-good Sigstore).",
 )
 @click.option("-a", "--annotation", "annotation", multiple=True, help="KEY=VALUE to sign along.")
+@click.option(
+    "--sign-container-identity",
+    "identity",
+    metavar="REPOSITORY",
+    help="The repository the image is published under, named in the signature "
+    "(default: REFERENCE's own; set it when signing a layout you copy to a registry).",
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @_with_store_options
 def sign_command(
@@ -115,6 +122,7 @@ def sign_command(
     identity_token: str | None,
     trust_config: Path | None,
     annotation: tuple[str, ...],
+    identity: str | None,
     output_format: str,
     insecure: bool,
     ca_file: Path | None,
@@ -141,6 +149,7 @@ def sign_command(
         reference,
         signer,
         options=_store_options(insecure, ca_file),
+        identity=identity,
         annotations=_annotations(annotation),
     )
     if output_format == "json":

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -64,7 +61,7 @@ from cosgitops.device.state import (
     now_text,
 )
 from cosgitops.errors import ConfigError, CosgitopsError, DeviceError, NotFoundError
-from cosgitops.fsutil import atomic_write_bytes, atomic_write_text
+from cosgitops.fsutil import atomic_write_bytes, atomic_write_text, file_lock
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 # ---------------------------------------------------------------- reports
@@ -285,32 +282,19 @@ def _read_file(path: Path, what: str) -> bytes:
 # ---------------------------------------------------------------- the agent
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, *, wait: float, blocking: bool = True) -> Iterator[bool]:
+def _agent_busy(_path: Path) -> DeviceError:
+    return DeviceError(
+        "another cosgitops agent is working on this device root",
+        hint="wait for it to finish (the lock is agent/lock)",
+    )
+
+
+def _exclusive_lock(
+    path: Path, *, wait: float, blocking: bool = True
+) -> contextlib.AbstractContextManager[bool]:
     """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if not blocking:
-                    yield False
-                    return
-                if time.monotonic() > deadline:
-                    raise DeviceError(
-                        "another cosgitops agent is working on this device root",
-                        hint="wait for it to finish (the lock is agent/lock)",
-                    ) from None
-                time.sleep(0.05)
-        yield True
-    finally:
-        os.close(fd)  # closing drops the flock; a killed process drops it too
+    timeout, busy = (wait, _agent_busy) if blocking else (0.0, None)
+    return file_lock(path, timeout=timeout, busy=busy, mode=0o600)
 
 
 class DeviceAgent:

@@ -67,16 +67,13 @@ def verify_release_image(
 
     reference = parse_reference(release.image)
     digest = release.digest
-    if limits.unsafe_skip_signature_verification:
-        signer = "UNVERIFIED (unsafe_skip_signature_verification)"
-    else:
-        result = verify_image(store, digest, policy)  # type: ignore[arg-type]
-        if not result.ok:
-            raise VerificationError(
-                f"release {release.version}: {result.failure_message()}",
-                hint=f"{result.failure_hint()}; nothing was downloaded or applied",
-            )
-        signer = result.signer
+    result = verify_image(store, digest, policy)  # type: ignore[arg-type]
+    if not result.ok:
+        raise VerificationError(
+            f"release {release.version}: {result.failure_message()}",
+            hint=f"{result.failure_hint()}; nothing was downloaded or applied",
+        )
+    signer = result.signer
     manifest, config = fetch_image_manifest(store, digest, platform, limits=limits)
     layers = tuple(manifest.children()[1:])
     diff_ids = (config.get("rootfs") or {}).get("diff_ids")

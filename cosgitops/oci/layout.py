@@ -11,19 +11,16 @@ entries, as skopeo, buildah and ORAS read them.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits, MiB
 from cosgitops.errors import IntegrityError, NotFoundError, RemoteDataError, UsageError
-from cosgitops.fsutil import atomic_write_bytes, fsync_dir
+from cosgitops.fsutil import atomic_write_bytes, file_lock, fsync_dir
 from cosgitops.oci.digest import Digester, check_digest_format, verify_bytes
 from cosgitops.oci.media import OCI_INDEX
 from cosgitops.oci.reference import Reference, check_tag, is_digest
@@ -104,28 +101,15 @@ class OCILayoutStore:
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
         """Exclusive lock for a read-modify-write of index.json, across processes."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self.limits.oci_layout_lock_timeout_seconds
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise UsageError(
-                            f"another process holds the lock on {self.path / LOCK_FILE}",
-                            hint="wait for the other cosgitops process to finish and retry",
-                        ) from exc
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.1)
+        with file_lock(
+            self.path / LOCK_FILE,
+            timeout=self.limits.oci_layout_lock_timeout_seconds,
+            busy=lambda path: UsageError(
+                f"another process holds the lock on {path}",
+                hint="wait for the other cosgitops process to finish and retry",
+            ),
+        ):
             yield
-        finally:
-            os.close(fd)  # closing releases the flock
 
     def _read_index_document(self) -> dict[str, Any]:
         index_file = self.path / INDEX_FILE

@@ -30,13 +30,13 @@ from cosgitops.builder.image import (
     OS_RELEASE_LABEL,
     HistoryStep,
     ImageIdentity,
-    canonical_json,
     image_config,
     image_manifest,
     parse_os_release,
 )
 from cosgitops.config import DEFAULT_LIMITS, Limits
 from cosgitops.errors import BuildError, GitError
+from cosgitops.jsonbytes import image_json
 from cosgitops.model import Repository
 from cosgitops.oci.digest import sha256_digest
 from cosgitops.oci.media import OCI_CONFIG, OCI_MANIFEST
@@ -312,11 +312,11 @@ def build_base(
         )
         config["config"]["Env"] = list(IMAGE_PATH)
         config["config"]["Cmd"] = ["/bin/bash"]
-        config_bytes = canonical_json(config)
+        config_bytes = image_json(config)
         for _part, blob in packed.layers:
             store.put_blob(blob.path, blob.digest, size=blob.size, progress=progress)
         store.put_blob(config_bytes, sha256_digest(config_bytes), size=len(config_bytes))
-        manifest_bytes = canonical_json(
+        manifest_bytes = image_json(
             image_manifest(
                 Descriptor(OCI_CONFIG, sha256_digest(config_bytes), len(config_bytes)),
                 [blob.descriptor for _part, blob in packed.layers],

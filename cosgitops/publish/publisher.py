@@ -341,6 +341,7 @@ def publish_releases(
         result.record(commit)
         if commit.changed:
             result.warnings = _upgrade_warnings(transaction, added)
+            result.warnings += elemental.channel_warnings(added)
             result.channel_files = _export_channels(
                 transaction.index, {m.derivative for m in added}
             )

@@ -18,6 +18,7 @@ from cosgitops.signing.image import (
     legacy_tag,
     sign_image,
     sign_reference,
+    signed_identity,
     verify_image,
     verify_reference,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "policy_for",
     "sign_image",
     "sign_reference",
+    "signed_identity",
     "verify_image",
     "verify_reference",
 ]

@@ -56,6 +56,29 @@ def image_reference(store: ImageStore, digest: str) -> str:
     return f"{store.reference.name}@{digest}"
 
 
+def signed_identity(image_name: str) -> str:
+    """The repository a signature names as the image's identity: the simple-signing
+    ``critical.identity.docker-reference`` and the in-toto subject ``name``.
+
+    ``image_name`` is the repository the image is *published* under, without tag or
+    digest (``ghcr.io/acme/fleet/edge``; for a repository without a registry, its
+    configured layout name ``oci:.cosgitops/registry/edge``), not wherever it sits while
+    it is signed: containers/image and cosign compare the identity with the repository
+    they pulled from, so a signature made in a local layout still holds after the image
+    is copied to its registry. Docker Hub is named ``index.docker.io``, as cosign does.
+    Verifiers compare a signature's identity with ``signed_identity(repository)``.
+    """
+    from cosgitops.oci.reference import parse_reference
+
+    reference = parse_reference(image_name)
+    if reference.tag or reference.digest:
+        raise SigningError(
+            f"the identity to sign {image_name!r} has a tag or digest",
+            hint="name the repository only, e.g. ghcr.io/acme/fleet/edge-gateway",
+        )
+    return payloads.docker_reference(reference.name)
+
+
 # ---------------------------------------------------------------- reading signatures
 
 
@@ -185,11 +208,10 @@ def _trusted_root_for(policy: VerificationPolicy, candidates: Sequence[Candidate
         return None
     from cosgitops.signing import keyless
 
-    data = policy.trusted_root
-    if data is None:
-        data = keyless.public_good_trusted_root()
+    if policy.trusted_root is None:
+        return keyless.public_good_trusted_root()
     try:
-        return keyless.load_trusted_root(data)
+        return keyless.load_trusted_root(policy.trusted_root)
     except keyless.KeylessError:
         return None  # each keyless candidate then says there is no usable trusted root
 
@@ -290,6 +312,7 @@ def _sign_bundle(
     image: Descriptor,
     *,
     signer: ImageSigner,
+    identity: str,
     annotations: Mapping[str, str] | None,
     created: str,
     limits: Limits,
@@ -297,9 +320,7 @@ def _sign_bundle(
     existing = _existing_bundle(store, image.digest, signer, limits)
     if existing is not None:
         return WrittenSignature("bundle", "present", existing, f"referrer {existing}")
-    statement = payloads.sign_statement(
-        image.digest, annotations, name=payloads.docker_reference(store.reference.name)
-    )
+    statement = payloads.sign_statement(image.digest, annotations, name=identity)
     bundle = signer.sign_statement(statement)
     bundle_digest = sha256_digest(bundle)
     store.put_blob(media.OCI_EMPTY_BYTES, media.OCI_EMPTY_DIGEST, size=len(media.OCI_EMPTY_BYTES))
@@ -358,13 +379,13 @@ def _sign_legacy(
     store: ImageStore,
     image: Descriptor,
     signer: ImageSigner,
+    *,
+    identity: str,
     annotations: Mapping[str, str] | None,
     limits: Limits,
 ) -> WrittenSignature:
     tag = legacy_tag(image.digest)
-    payload = payloads.simple_signing_payload(
-        payloads.docker_reference(store.reference.name), image.digest, annotations
-    )
+    payload = payloads.simple_signing_payload(identity, image.digest, annotations)
     payload_digest = sha256_digest(payload)
     layers = _existing_legacy_layers(store, tag)
     policy = signer.own_policy()
@@ -405,12 +426,17 @@ def sign_image(
     digest: str,
     signer: ImageSigner,
     *,
+    identity: str | None = None,
     annotations: Mapping[str, str] | None = None,
     formats: Sequence[SignatureFormat] = ALL_FORMATS,
     created: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> SignResult:
     """Sign the image ``digest`` in ``store`` in cosign's formats.
+
+    ``identity`` is the repository the image is published under (see
+    :func:`signed_identity`); it defaults to the store's own name, which is right for a
+    registry and wrong for a layout the image will be copied out of.
 
     ``bundle``: a Sigstore bundle v0.3 attached as an OCI 1.1 referrer (the store keeps
     the referrers tag-schema index when the registry has no referrers API).
@@ -421,6 +447,7 @@ def sign_image(
     image = _resolve_image(store, digest)
     if image.media_type not in media.ALL_MANIFEST_TYPES:
         raise SigningError(f"{digest} is a {image.media_type}, not an image manifest or index")
+    named = signed_identity(identity if identity is not None else store.reference.name)
     written: list[WrittenSignature] = []
     if "bundle" in formats:
         written.append(
@@ -428,13 +455,18 @@ def sign_image(
                 store,
                 image,
                 signer=signer,
+                identity=named,
                 annotations=annotations,
                 created=created or _now_rfc3339(),
                 limits=limits,
             )
         )
     if "legacy" in formats and signer.signs_legacy:
-        written.append(_sign_legacy(store, image, signer, annotations, limits))
+        written.append(
+            _sign_legacy(
+                store, image, signer, identity=named, annotations=annotations, limits=limits
+            )
+        )
     return SignResult(
         reference=image_reference(store, digest),
         digest=digest,
@@ -478,6 +510,7 @@ def sign_reference(
     signer: ImageSigner,
     *,
     options: StoreOptions | None = None,
+    identity: str | None = None,
     annotations: Mapping[str, str] | None = None,
     formats: Sequence[SignatureFormat] = ALL_FORMATS,
 ) -> SignResult:
@@ -488,6 +521,7 @@ def sign_reference(
         resolved.store,
         resolved.digest,
         signer,
+        identity=identity,
         annotations=annotations,
         formats=formats,
         limits=limits,

@@ -13,9 +13,12 @@ config* (trusted root + signing config), Sigstore's public-good one by default.
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cosgitops.errors import SigningError
@@ -106,93 +109,115 @@ def identity_matches(identity: Identity, sans: Sequence[str], issuer: str | None
 
 
 class _IdentityPolicy:
-    """A sigstore-python verification policy (duck-typed ``verify(cert)``) for one rule."""
+    """A sigstore-python verification policy (its ``verify(cert)`` protocol) for one
+    trusted identity. It remembers why it refused, so that when sigstore's ``AnyOf`` over
+    all of them fails, the message can say what each identity expected."""
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
+        self.refusal: str | None = None
 
     def verify(self, cert: Certificate) -> None:
         from sigstore.errors import VerificationError as SigstoreVerificationError
 
-        reason = identity_matches(
+        self.refusal = identity_matches(
             self.identity, certificate_identities(cert), certificate_issuer(cert)
         )
-        if reason is not None:
-            raise SigstoreVerificationError(reason)
+        if self.refusal is not None:
+            raise SigstoreVerificationError(self.refusal)
 
 
 def load_trusted_root(data: bytes) -> Any:
-    """A sigstore-python ``TrustedRoot`` from its JSON; :class:`KeylessError` if malformed."""
+    """A sigstore-python ``TrustedRoot`` from its JSON; :class:`KeylessError` if malformed.
+    (``TrustedRoot.from_file`` is sigstore's public constructor, hence the file.)"""
     from sigstore.models import TrustedRoot
-    from sigstore_models.trustroot import v1 as trustroot_v1
 
+    with tempfile.TemporaryDirectory(prefix="cosgitops-trusted-root-") as folder:
+        path = Path(folder) / "trusted_root.json"
+        path.write_bytes(data)
+        try:
+            return TrustedRoot.from_file(str(path))
+        except Exception as exc:
+            raise KeylessError(f"the Sigstore trusted root is malformed: {_message(exc)}") from exc
+
+
+def trusted_root_of_trust_config(data: bytes) -> bytes:
+    """The ``trustedRoot`` of a Sigstore client trust config JSON, as trusted root JSON."""
     try:
-        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
-    except Exception as exc:
-        raise KeylessError(f"the Sigstore trusted root is malformed: {exc}") from exc
+        document = json.loads(data)
+        trusted_root = document["trustedRoot"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise SigningError(
+            f"the Sigstore client trust config has no trustedRoot: {exc}",
+            hint="pass a valid trust config (trusted root + signing config) JSON",
+        ) from exc
+    return json.dumps(trusted_root).encode("utf-8")
 
 
-def public_good_trusted_root() -> bytes:
-    """Sigstore public-good trusted root, refreshed through its TUF repository (cached)."""
+def public_good_trusted_root() -> Any:
+    """Sigstore public-good trusted root (a ``TrustedRoot``), refreshed through its TUF
+    repository and cached by sigstore-python."""
     from sigstore.models import ClientTrustConfig
 
     try:
-        config = ClientTrustConfig.production()
+        return ClientTrustConfig.production().trusted_root
     except Exception as exc:
         from cosgitops.errors import DownloadError
 
         raise DownloadError(
-            f"could not fetch Sigstore's trusted root: {exc}",
+            f"could not fetch Sigstore's trusted root: {_message(exc)}",
             hint="pass --trusted-root FILE (a trusted_root.json) to verify offline",
         ) from exc
-    return str(config.trusted_root._inner.to_json()).encode("utf-8")
 
 
 def verify_keyless_bundle(
     bundle_json: bytes, identities: Sequence[Identity], trusted_root: Any
 ) -> KeylessOutcome:
-    """Verify a certificate-carrying DSSE bundle against ``trusted_root`` for any of
-    ``identities``; raise :class:`KeylessError` naming why not."""
+    """Verify a certificate-carrying DSSE bundle against ``trusted_root`` (a sigstore
+    ``TrustedRoot``), once, under one policy that accepts any of ``identities``
+    (sigstore's ``AnyOf``); raise :class:`KeylessError` with sigstore's whole message
+    (and, when no identity matched, what each one expected)."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
     from sigstore.verify import Verifier
+    from sigstore.verify.policy import AnyOf
 
     try:
         bundle = Bundle.from_json(bundle_json)
     except Exception as exc:
-        raise KeylessError(f"not a valid Sigstore bundle: {_short(exc)}") from exc
+        raise KeylessError(f"not a valid Sigstore bundle: {_message(exc)}") from exc
     if not identities:
         raise KeylessError("signed keyless, but the policy trusts no keyless identity")
     try:
         verifier = Verifier(trusted_root=trusted_root)
     except SigstoreError as exc:
-        raise KeylessError(f"the trusted root is unusable: {_short(exc)}") from exc
+        raise KeylessError(f"the trusted root is unusable: {_message(exc)}") from exc
+    children = [_IdentityPolicy(identity) for identity in identities]
+    try:
+        payload_type, payload = verifier.verify_dsse(bundle, AnyOf(list(children)))
+    except Exception as exc:  # malformed input surfaces as anything, not only sigstore's
+        message = _message(exc)
+        if not isinstance(exc, SigstoreError):
+            message = f"verification failed: {message}"
+        refusals = [child.refusal for child in children if child.refusal is not None]
+        if len(refusals) == len(children):  # the policy ran, and every identity refused
+            message += ": " + "; ".join(dict.fromkeys(refusals))
+        raise KeylessError(message) from exc
     cert = bundle.signing_certificate
     sans = certificate_identities(cert)
-    issuer = certificate_issuer(cert) or ""
-    reasons: list[str] = []
-    for identity in identities:
-        try:
-            payload_type, payload = verifier.verify_dsse(bundle, _IdentityPolicy(identity))
-        except SigstoreError as exc:
-            reasons.append(_short(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - malformed input surfaces as anything
-            reasons.append(f"verification failed: {_short(exc)}")
-            continue
-        return KeylessOutcome(
-            identity=sans[0] if sans else "",
-            issuer=issuer,
-            payload_type=payload_type,
-            payload=payload,
-        )
-    unique = list(dict.fromkeys(reasons))
-    raise KeylessError("; ".join(unique))
+    return KeylessOutcome(
+        identity=sans[0] if sans else "",
+        issuer=certificate_issuer(cert) or "",
+        payload_type=payload_type,
+        payload=payload,
+    )
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _message(exc: BaseException) -> str:
+    """All of an exception's message on one line (sigstore and pydantic say where the
+    problem is on the lines after the first)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 # ---------------------------------------------------------------- signing
@@ -221,7 +246,7 @@ def identity_token(explicit: str | None = None) -> Any:
     try:
         return IdentityToken(raw)
     except IdentityError as exc:
-        raise SigningError(f"the OIDC identity token is unusable: {exc}") from exc
+        raise SigningError(f"the OIDC identity token is unusable: {_message(exc)}") from exc
 
 
 def load_client_trust_config(data: bytes | None) -> Any:
@@ -234,6 +259,6 @@ def load_client_trust_config(data: bytes | None) -> Any:
         return ClientTrustConfig.from_json(data.decode("utf-8"))
     except Exception as exc:
         raise SigningError(
-            f"could not load the Sigstore client trust config: {_short(exc)}",
+            f"could not load the Sigstore client trust config: {_message(exc)}",
             hint="pass a valid trust config (trusted root + signing config) JSON",
         ) from exc

@@ -164,28 +164,3 @@ def dsse_pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what a DSSE signature covers."""
     type_bytes = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
-
-
-# ---------------------------------------------------------------- canonical JSON
-
-
-def canonical_json(value: Any) -> bytes:
-    """RFC 8785 canonical JSON for the values transparency logs sign (objects, arrays,
-    strings, integers, booleans, null). Floats are refused: none occur in what we check."""
-    return _canonical(value).encode("utf-8")
-
-
-def _canonical(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ",".join(_canonical(item) for item in value) + "]"
-    if isinstance(value, dict):
-        # RFC 8785 orders members by the UTF-16 code units of their names.
-        items = sorted(value.items(), key=lambda item: str(item[0]).encode("utf-16-be"))
-        return "{" + ",".join(f"{_canonical(str(k))}:{_canonical(v)}" for k, v in items) + "}"
-    raise PayloadError(f"cannot canonicalize a {type(value).__name__}")

@@ -116,11 +116,16 @@ class KeylessSigner:
     ``identity_token`` a sigstore ``IdentityToken``. Use :func:`keyless_signer`.
     """
 
-    def __init__(self, trust_config: Any, identity_token: Any) -> None:
+    def __init__(
+        self, trust_config: Any, identity_token: Any, *, trusted_root: bytes | None = None
+    ) -> None:
         from sigstore.sign import SigningContext
 
         self._trust_config = trust_config
         self._token = identity_token
+        # The trust config's trusted root JSON (None: Sigstore's public-good instance),
+        # so that own_policy() verifies against the instance this signer uses.
+        self._trusted_root = trusted_root
         try:
             self._context = SigningContext.from_trust_config(trust_config)
         except Exception as exc:
@@ -190,7 +195,7 @@ class KeylessSigner:
         identity, issuer = self.certificate_identity()
         return VerificationPolicy(
             identities=(Identity(identity=identity, issuer=issuer),),
-            trusted_root=str(self._trust_config.trusted_root._inner.to_json()).encode("utf-8"),
+            trusted_root=self._trusted_root,
         )
 
 
@@ -227,5 +232,9 @@ def keyless_signer(
     from cosgitops.signing import keyless
 
     return KeylessSigner(
-        keyless.load_client_trust_config(trust_config), keyless.identity_token(identity_token)
+        keyless.load_client_trust_config(trust_config),
+        keyless.identity_token(identity_token),
+        trusted_root=(
+            keyless.trusted_root_of_trust_config(trust_config) if trust_config is not None else None
+        ),
     )

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cosgitops.signing.payloads import PayloadError, canonical_json
+from cosgitops.jsonbytes import rfc8785_json
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -119,7 +119,7 @@ def verify_set(entry: TlogEntry, rekor_keys: Sequence[ec.EllipticCurvePublicKey]
             f"the entry was logged by an unknown transparency log ({entry.log_id[:16]}…)"
         )
     try:
-        message = canonical_json(
+        message = rfc8785_json(
             {
                 "body": entry.body,
                 "integratedTime": entry.integrated_time,
@@ -127,7 +127,7 @@ def verify_set(entry: TlogEntry, rekor_keys: Sequence[ec.EllipticCurvePublicKey]
                 "logIndex": entry.log_index,
             }
         )
-    except PayloadError as exc:
+    except ValueError as exc:
         raise TlogError(str(exc)) from exc
     for key in candidates:
         try:

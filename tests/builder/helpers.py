@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from cosgitops.builder.image import canonical_json
 from cosgitops.builder.layers import (
     DIR_MODE,
     EXEC_MODE,
@@ -24,6 +23,7 @@ from cosgitops.builder.layers import (
     content_entries,
     write_layer,
 )
+from cosgitops.jsonbytes import image_json
 from cosgitops.model import Derivative, Repository
 from cosgitops.oci import media
 from cosgitops.oci.digest import sha256_digest
@@ -192,9 +192,9 @@ def write_base_layout(
                 {"created": "2020-09-13T12:26:40Z", "created_by": "test"} for _ in platform_blobs
             ],
         }
-        config_bytes = canonical_json(config)
+        config_bytes = image_json(config)
         store.put_blob(config_bytes, sha256_digest(config_bytes), size=len(config_bytes))
-        manifest = canonical_json(
+        manifest = image_json(
             {
                 "schemaVersion": 2,
                 "mediaType": media.OCI_MANIFEST,
@@ -214,7 +214,7 @@ def write_base_layout(
     if len(platforms) == 1:
         digest = descriptors[0].digest
     else:
-        index = canonical_json(
+        index = image_json(
             {
                 "schemaVersion": 2,
                 "mediaType": media.OCI_INDEX,

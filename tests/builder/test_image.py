@@ -11,7 +11,6 @@ from cosgitops.builder.image import (
     HistoryStep,
     ImageIdentity,
     base_os_release,
-    canonical_json,
     encode_os_release_label,
     image_config,
     image_index,
@@ -22,6 +21,7 @@ from cosgitops.builder.image import (
     tag_for_version,
 )
 from cosgitops.errors import BuildError, RemoteDataError, UsageError
+from cosgitops.jsonbytes import image_json
 from cosgitops.oci import media
 from cosgitops.oci.platform import Platform
 from cosgitops.oci.store import Descriptor
@@ -199,7 +199,7 @@ def test_scratch_config_manifest_and_index() -> None:
     )
     assert index["manifests"][0]["platform"] == {"os": "linux", "architecture": "amd64"}
     assert "annotations" not in index
-    encoded = canonical_json(manifest)
+    encoded = image_json(manifest)
     assert b" " not in encoded.replace(b"image.title", b"")
     assert json.loads(encoded) == manifest
-    assert canonical_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+    assert image_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'

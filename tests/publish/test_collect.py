@@ -147,12 +147,8 @@ def test_publish_command_collects_signs_checks_and_publishes(
         _, data = client.fetch(paths.release_target_path("kiosk", "1.2.0"))
     served = json.loads(data)
     assert served["signer"] and served["image"].endswith(report["added"][0]["image"][-71:])
-    assert (
-        json.loads((public / "channels" / "kiosk" / "stable.json").read_text())[0]["spec"][
-            "version"
-        ]
-        == "v1.2.0"
-    )
+    # The image is a local OCI layout, which no Elemental cluster can pull: an empty list.
+    assert json.loads((public / "channels" / "kiosk" / "stable.json").read_text()) == []
     # Again: nothing new, exit 0, index untouched.
     again = _cli(root, "--format", "json")
     assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from cosgitops import model
 from cosgitops.publish import elemental, releases
@@ -14,6 +19,23 @@ from cosgitops.publish.rolekeys import KeyRing
 from tests.publish import factory
 
 REAL_CHANNEL = Path("elemental") / "channel-sl-micro-61-baremetal.json"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "publish.md"
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def operator_split(upgrade_image: str) -> tuple[str, str]:
+    """How elemental-operator turns ``upgradeImage`` into the system-upgrade-controller
+    plan's image and version (its ManagedOSImage controller, restated): the first path
+    element is the registry, and what follows is split at its first ``:``."""
+    parts = upgrade_image.split("/")
+    registry, rest = (parts[0], parts[1:]) if len(parts) > 1 else ("", parts)
+    image, _, version = "/".join(rest).partition(":")
+    return (f"{registry}/{image}" if registry else image), version or "latest"
+
+
+def is_label_value(text: str) -> bool:
+    return len(text) <= 63 and bool(LABEL_VALUE.match(text))
 
 
 def _shape(value: Any) -> Any:
@@ -56,17 +78,23 @@ def test_exported_channel_has_the_shape_of_a_real_elemental_channel(
         assert list(ours["metadata"]) == list(theirs["metadata"]) == ["name"]
         assert list(ours["spec"]) == list(theirs["spec"]) == ["version", "type", "metadata"]
         assert ours["spec"]["type"] == theirs["spec"]["type"] == "container"
-        assert (
-            list(ours["spec"]["metadata"])
-            == list(theirs["spec"]["metadata"])
-            == [
-                "upgradeImage",
-                "displayName",
-                "platforms",
-                "created",
-            ]
-        )
+        # The real file's metadata keys, in its order, then the digest the release signed.
+        assert list(theirs["spec"]["metadata"]) == [
+            "upgradeImage",
+            "displayName",
+            "platforms",
+            "created",
+        ]
+        assert list(ours["spec"]["metadata"]) == [*theirs["spec"]["metadata"], "digest"]
+        digest = ours["spec"]["metadata"].pop("digest")
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
         assert _shape(ours) == _shape(theirs)
+        # elemental-operator reads both upgradeImages the same way: repository and tag.
+        for entry in (ours, theirs):
+            image, version = operator_split(entry["spec"]["metadata"]["upgradeImage"])
+            assert "@" not in image and is_label_value(version)
+            assert entry["spec"]["version"] == f"v{version}" or entry is theirs
+            assert is_label_value(entry["metadata"]["name"])
         # Values follow the real file's conventions.
         assert ours["spec"]["version"].startswith("v")
         assert ours["metadata"]["name"].endswith(ours["spec"]["version"])
@@ -81,8 +109,10 @@ def test_exported_channel_has_the_shape_of_a_real_elemental_channel(
     assert newest["spec"]["metadata"]["created"] == int(
         datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp()
     )
-    image = newest["spec"]["metadata"]["upgradeImage"]
-    assert image.startswith("registry.example.com/fleet/edge-gateway@sha256:")
+    assert (
+        newest["spec"]["metadata"]["upgradeImage"]
+        == "registry.example.com/fleet/edge-gateway:1.4.0"
+    )
     assert exported[1]["spec"]["version"] == "v1.3.0"  # newest first, like the real file
 
 
@@ -118,7 +148,16 @@ def test_channels_follow_yanks_and_cover_every_channel(
 
 
 def test_kubernetes_names_and_platform_names() -> None:
-    assert elemental.version_name("kiosk", "1.0.0-RC.1+build.7") == "kiosk-v1.0.0-rc.1-build.7"
+    assert elemental.version_name("kiosk", "1.0.0-rc.1") == "kiosk-v1.0.0-rc.1"
+    # Made a DNS label, and kept apart from the versions it would otherwise collide with.
+    names = {
+        elemental.version_name("kiosk", version)
+        for version in ("1.0.0-RC.1+build.7", "1.0.0-rc.1+build.7", "1.0.0-rc.1-build.7")
+    }
+    assert len(names) == 3
+    assert all(re.fullmatch(r"kiosk-v1\.0\.0-rc\.1-build\.7(-[0-9a-f]{8})?", n) for n in names)
+    long = elemental.version_name("d" * 60, "1.0.0-" + "x" * 80)
+    assert len(long) == 63 and long.startswith("d" * 54) and is_label_value(long)
     assert elemental.elemental_platform("linux/amd64") == "linux/x86_64"
     assert elemental.elemental_platform("linux/arm64/v8") == "linux/aarch64/v8"
     assert elemental.elemental_platform("linux/riscv64") == "linux/riscv64"
@@ -126,3 +165,73 @@ def test_kubernetes_names_and_platform_names() -> None:
         [releases.yanked(factory.manifest("a", "1.0.0"))], "stable"
     )
     assert document == []
+
+
+def test_the_upgrade_image_is_what_the_operator_can_split() -> None:
+    """REPO@sha256:… became the image `REPO@sha256` and a 64-character version."""
+    release = factory.manifest("edge", "1.4.0+build.7", upgrade_from=">=1.2.0")
+    entry = elemental.channel_entry(release)
+    assert entry is not None
+    metadata = entry["spec"]["metadata"]
+    assert metadata["upgradeImage"] == "registry.example.com/fleet/edge:1.4.0_build.7"
+    assert metadata["digest"] == release.digest
+    assert operator_split(metadata["upgradeImage"]) == (
+        "registry.example.com/fleet/edge",
+        "1.4.0_build.7",
+    )
+    with_port = replace(release, image="127.0.0.1:5000/fleet/edge@" + release.digest)
+    entry = elemental.channel_entry(with_port)
+    assert entry is not None
+    assert operator_split(entry["spec"]["metadata"]["upgradeImage"]) == (
+        "127.0.0.1:5000/fleet/edge",
+        "1.4.0_build.7",
+    )
+
+
+def test_local_layout_images_are_left_out(repo: model.Repository, ring: KeyRing) -> None:
+    local = replace(
+        factory.manifest("kiosk", "1.0.0"),
+        image="oci:/home/me/fleet/.cosgitops/registry/kiosk@" + factory.digest_of("k"),
+    )
+    assert elemental.channel_entry(local) is None
+    assert "no cluster can pull" in (elemental.channel_problem(local) or "")
+    assert elemental.channel_warnings([local]) == []  # expected in local mode, documented
+    result = publish_releases(repo, [local], keyring=ring)
+    assert not [w for w in result.warnings if "Elemental" in w]
+    channel = repo.root / "public" / "channels" / "kiosk" / "stable.json"
+    assert json.loads(channel.read_text()) == []
+
+
+def test_a_version_tag_over_the_label_limit_is_left_out_with_a_warning(
+    repo: model.Repository, ring: KeyRing
+) -> None:
+    long = factory.manifest("kiosk", "1.0.0-" + "a" * 60)  # a 66-character tag
+    ok = factory.manifest("kiosk", "0.9.0")
+    assert elemental.channel_entry(long) is None
+    result = publish_releases(repo, [long, ok], keyring=ring)
+    (warning,) = [w for w in result.warnings if "Elemental" in w]
+    assert warning.startswith(f"kiosk {long.version} is left out of the Elemental channel files")
+    assert "label" in warning
+    channel = repo.root / "public" / "channels" / "kiosk" / "stable.json"
+    assert [e["spec"]["version"] for e in json.loads(channel.read_text())] == ["v0.9.0"]
+
+
+def _documented_channels() -> list[dict[str, Any]]:
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    documents = [doc for block in blocks for doc in yaml.safe_load_all(block)]
+    return [doc for doc in documents if doc and doc.get("kind") == "ManagedOSVersionChannel"]
+
+
+@pytest.mark.parametrize("syncer", ["json", "custom"])
+def test_the_documented_channels_use_the_operators_option_names(syncer: str) -> None:
+    """elemental-operator's syncers read `uri` (and `timeout`) for type json; image,
+    command and args for type custom, which must write the list to /data/output."""
+    (channel,) = [c for c in _documented_channels() if c["spec"]["type"] == syncer]
+    options = channel["spec"]["options"]
+    if syncer == "json":
+        assert set(options) <= {"uri", "timeout"} and options["uri"].endswith(".json")
+    else:
+        assert set(options) <= {"image", "command", "args", "env", "envFrom"}
+        assert "/data/output" in " ".join([*options.get("command", []), *options.get("args", [])])
+    assert DNS_LABEL.match(channel["metadata"]["name"])

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from cosgitops.signing.payloads import canonical_json
+from cosgitops.jsonbytes import rfc8785_json
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 SCT_OID = ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
@@ -423,7 +423,7 @@ class SigstoreStack:
         return _key_id(self.rekor_key.public_key()).hex()
 
     def log_entry(self, proposed: dict[str, Any]) -> dict[str, Any]:
-        body = canonical_json(self._canonical_body(proposed))
+        body = rfc8785_json(self._canonical_body(proposed))
         with self._lock:
             index = len(self.leaves)
             self.leaves.append(_leaf_hash(body))
@@ -432,7 +432,7 @@ class SigstoreStack:
             path = _inclusion_path(index, self.leaves)
         integrated = int(time.time())
         body_b64 = _b64(body)
-        promise = canonical_json(
+        promise = rfc8785_json(
             {
                 "body": body_b64,
                 "integratedTime": integrated,

@@ -208,6 +208,24 @@ def test_public_good_bundle_fails_for_other_identities(
         keyless.verify_keyless_bundle(bundle, [identity], trusted_root)
 
 
+def test_public_good_bundle_is_judged_once_for_all_identities(
+    public_good: tuple[bytes, object],
+) -> None:
+    bundle, trusted_root = public_good
+    wrong = [
+        Identity(identity="someone@soyland.com", issuer=GITHUB_OAUTH),
+        Identity(identity="cody@soyland.com", issuer="https://accounts.google.com"),
+    ]
+    with pytest.raises(keyless.KeylessError) as caught:
+        keyless.verify_keyless_bundle(bundle, wrong, trusted_root)
+    message = str(caught.value)
+    assert message.startswith("0 of 2 policies succeeded: ")
+    assert "is not 'someone@soyland.com'" in message and "accounts.google.com" in message
+    right = Identity(identity="cody@soyland.com", issuer=GITHUB_OAUTH)
+    outcome = keyless.verify_keyless_bundle(bundle, [*wrong, right], trusted_root)
+    assert outcome.identity == "cody@soyland.com"
+
+
 def test_public_good_bundle_fails_against_another_trusted_root(
     public_good: tuple[bytes, object], interop: Path
 ) -> None:

@@ -75,13 +75,3 @@ def test_sigstore_python_accepts_our_statement() -> None:
 
 def test_dsse_pae() -> None:
     assert payloads.dsse_pae("t", b"hello") == b"DSSEv1 1 t 5 hello"
-
-
-def test_canonical_json_orders_and_compacts() -> None:
-    value = {"logIndex": 1, "logID": "x", "body": "é", "integratedTime": 2, "z": [True, None]}
-    assert payloads.canonical_json(value) == (
-        '{"body":"é","integratedTime":2,"logID":"x","logIndex":1,"z":[true,null]}'.encode()
-    )
-    with pytest.raises(payloads.PayloadError):
-        payloads.canonical_json({"f": 1.5})
-    assert json.loads(payloads.canonical_json({"a": "\n"})) == {"a": "\n"}
