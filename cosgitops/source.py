@@ -12,8 +12,9 @@ and forget positions once a value is built. This module builds plain Python valu
   source text of plain scalars that YAML 1.1 turned into something other than a string
   (``1.10`` -> 1.1, ``no`` -> False) so a message can say how to quote them.
 
-Scalars resolve as YAML 1.1 (PyYAML's ``SafeLoader``), plus YAML 1.2's ``0o`` octal;
-timestamps stay strings so every value is JSON-compatible.
+Scalars resolve as YAML 1.1 with PyYAML's own resolvers and constructors (what
+``yaml.safe_load`` gives), plus YAML 1.2's ``0o`` octal; timestamps stay strings so
+every value is JSON-compatible.
 
 Two ways in, with the same results (a test compares them on every fixture): small files
 go through libyaml's C composer and a conversion of its nodes (the fast path); large
@@ -27,7 +28,6 @@ Bad input never raises from :func:`parse_yaml`; it returns located
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import stat
@@ -247,102 +247,77 @@ def _too_large_message(size: int, limits: Limits) -> str:
 
 # ------------------------------------------------------------------ scalar resolution
 
-_BOOLS = {
-    **dict.fromkeys(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
-    **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
+# Plain scalars resolve exactly as PyYAML's SafeLoader resolves them: the implicit
+# resolvers (first character -> (tag, regex) in order) and the constructors are PyYAML's
+# own, read from ``yaml.resolver.Resolver`` and ``yaml.constructor.SafeConstructor``.
+# Two deliberate differences keep every value JSON-compatible and read what yip reads:
+# timestamps (and the tags SafeLoader cannot construct: merge, value, yaml) stay strings,
+# and YAML 1.2's ``0o`` octal is an integer too.
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_VALUE_TAGS = frozenset((_BOOL_TAG, _INT_TAG, _FLOAT_TAG, _NULL_TAG))
+_OCTAL_12 = (_INT_TAG, re.compile(r"[-+]?0o[0-7_]+\Z"))
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_CONSTRUCTORS: dict[str, Any] = {
+    tag: yaml.constructor.SafeConstructor.yaml_constructors[tag] for tag in _VALUE_TAGS
 }
-_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
-_MAYBE_SPECIAL = frozenset("0123456789+-.~nNtTfFyYoO")
-_INT_RE = re.compile(
-    r"""[-+]?0b[0-1_]+
-    |[-+]?0o[0-7_]+
-    |[-+]?0[0-7_]+
-    |[-+]?(?:0|[1-9][0-9_]*)
-    |[-+]?0x[0-9a-fA-F_]+
-    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+""",
-    re.X,
-)
-_FLOAT_RE = re.compile(
-    r"""[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN)""",
-    re.X,
-)
-_MAX_INT_DIGITS = 4000  # Python refuses str->int beyond this anyway; keep the error ours
+# How a constructor refuses text that is not its kind: int("0x", 16), "".lower()[0],
+# bool_values["maybe"], and ints past Python's digit limit are all ValueErrors or these.
+_REFUSALS = (ValueError, IndexError, KeyError)
 
 
-def _sexagesimal(text: str) -> float:
-    value = 0.0
-    for part in text.split(":"):
-        value = value * 60 + float(part)
-    return value
+def _implicit_resolvers() -> dict[str, tuple[tuple[str, re.Pattern[str]], ...]]:
+    """PyYAML's implicit resolvers by first character ('' for the empty scalar), in
+    PyYAML's order, for the characters that can start something other than a string."""
+    table: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {}
+    for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items():
+        if first is None:  # PyYAML has none; one added by other code is not SafeLoader's
+            continue
+        chain = [*resolvers, _OCTAL_12] if first in ("+", "-", "0") else list(resolvers)
+        if any(tag in _VALUE_TAGS for tag, _ in chain):
+            table[first] = tuple(chain)
+    return table
 
 
-def _to_int(text: str) -> int:
-    digits = text.replace("_", "")
-    sign = -1 if digits[0] == "-" else 1
-    if digits[0] in "+-":
-        digits = digits[1:]
-    if len(digits) > _MAX_INT_DIGITS:
-        raise ValueError("integer too long")
-    if digits == "0":
-        return 0
-    if digits.startswith("0b"):
-        return sign * int(digits[2:], 2)
-    if digits.startswith("0x"):
-        return sign * int(digits[2:], 16)
-    if digits.startswith("0o"):
-        return sign * int(digits[2:], 8)
-    if digits[0] == "0":
-        return sign * int(digits, 8)
-    if ":" in digits:
-        return sign * int(_sexagesimal(digits))
-    return sign * int(digits)
+_RESOLVERS = _implicit_resolvers()
+# First characters a plain scalar needs to be anything but a string: the composers'
+# inline fast path skips resolution for every other scalar.
+_MAYBE_SPECIAL = frozenset(first for first in _RESOLVERS if first)
+_RESOLVED: dict[str, Any] = {}  # short plain text -> value: numbers and words repeat
+_RESOLVED_MAX = 4096
+_RESOLVED_MAX_LENGTH = 64
 
 
-def _to_float(text: str) -> float:
-    digits = text.replace("_", "").lower()
-    sign = -1.0 if digits[0] == "-" else 1.0
-    if digits[0] in "+-":
-        digits = digits[1:]
-    if digits == ".inf":
-        return sign * math.inf
-    if digits == ".nan":
-        return math.nan
-    if ":" in digits:
-        return sign * _sexagesimal(digits)
-    return sign * float(digits)
+def _construct(tag: str, text: str) -> Any:
+    """PyYAML's SafeConstructor for ``tag`` (bool, int, float, null) applied to ``text``;
+    raises one of :data:`_REFUSALS` when the text is not of that kind."""
+    return _CONSTRUCTORS[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text))
 
 
 def resolve_plain(text: str) -> Any:
-    """The value YAML 1.1 gives a plain (unquoted) scalar."""
-    if not text:
-        return None
-    if text[0] not in _MAYBE_SPECIAL:
-        return text
-    if text in _NULLS:
-        return None
-    found = _BOOLS.get(text)
-    if found is not None:
+    """The value PyYAML's SafeLoader gives a plain (unquoted) scalar, except that a
+    timestamp stays a string and ``0o17`` is an integer (see above)."""
+    found = _RESOLVED.get(text, _RESOLVED)
+    if found is not _RESOLVED:
         return found
-    try:
-        if _INT_RE.fullmatch(text):
-            return _to_int(text)
-        if _FLOAT_RE.fullmatch(text):
-            return _to_float(text)
-    except ValueError:
-        return text
-    return text
+    value: Any = text
+    for tag, regexp in _RESOLVERS.get(text[:1], ()):
+        if regexp.match(text):
+            if tag in _VALUE_TAGS:
+                try:
+                    value = _construct(tag, text)
+                except _REFUSALS:
+                    value = text
+            break
+    if len(_RESOLVED) < _RESOLVED_MAX and len(text) <= _RESOLVED_MAX_LENGTH:
+        _RESOLVED[text] = value
+    return value
 
 
 _STANDARD_PREFIX = "tag:yaml.org,2002:"
 _STR_TAGS = frozenset(("tag:yaml.org,2002:str", "!"))
-_TAGGED: dict[str, Any] = {
-    "tag:yaml.org,2002:int": ("int", _INT_RE, _to_int),
-    "tag:yaml.org,2002:float": ("float", _FLOAT_RE, _to_float),
-}
 _COLLECTION_TAGS = frozenset(("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "!"))
 
 
@@ -802,38 +777,20 @@ class _Composer:
         )
 
     def _tagged_scalar(self, tag: str, text: str, mark: Any) -> Any:
+        """An explicitly tagged scalar, constructed as PyYAML's SafeLoader does."""
         if tag in _STR_TAGS:
             return text
-        if tag == "tag:yaml.org,2002:null":
-            return None
-        if tag == "tag:yaml.org,2002:bool":
-            found = _BOOLS.get(text)
-            if found is not None:
-                return found
-        elif tag in _TAGGED:
-            name, pattern, convert = _TAGGED[tag]
-            if pattern.fullmatch(text):
-                try:
-                    return convert(text)
-                except ValueError:
-                    pass
-            self.problems.append(
-                SourceProblem(
-                    "yaml-tag",
-                    f"{text!r} is not a valid !!{name}",
-                    mark.line + 1,
-                    mark.column + 1,
-                    "remove the tag or fix the value",
-                )
-            )
-            return text
-        else:
+        if tag not in _VALUE_TAGS:
             self.problems.append(self._tag_problem(tag, mark))
             return text
+        try:
+            return _construct(tag, text)
+        except _REFUSALS:
+            pass
         self.problems.append(
             SourceProblem(
                 "yaml-tag",
-                f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}",
+                f"{text!r} is not a valid !!{tag.rsplit(':', 1)[-1]}",
                 mark.line + 1,
                 mark.column + 1,
                 "remove the tag or fix the value",

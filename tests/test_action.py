@@ -1,18 +1,23 @@
 """The composite GitHub Action (action.yml at the project root): GitHub's action schema,
 its inputs and outputs, and its shell steps run the way a runner runs them.
 
-The install step's `pip install` needs the package index, so the tests give it a
-recording stand-in for the interpreter that actions/setup-python would provide; the
-steps that run a command use the real cosgitops."""
+The install step runs for real: this interpreter stands in for actions/setup-python's,
+`python -m venv` makes the venv and pip installs cosgitops into it, offline. The package
+index is replaced by a folder holding a wheel of this checkout (`--find-links`, no
+index), and cosgitops' dependencies, which pip would download, are the test
+environment's own (on PYTHONPATH, cosgitops itself left out), so every installed
+cosgitops here comes from the wheel or from the action's source."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +56,15 @@ class Runner:
     step's env with `${{ inputs.* }}` filled in, RUNNER_TEMP, GITHUB_OUTPUT, GITHUB_PATH
     and GITHUB_ACTION_PATH (the action's own checkout: this project)."""
 
-    def __init__(self, root: Path, python: Path | None = None) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.temp = root / "runner-temp"
         self.workspace = root / "workspace"
         self.temp.mkdir()
         self.workspace.mkdir()
-        self.python = python or Path(sys.executable)
+        self.python = Path(sys.executable)
         self.path_file = root / "github-path"
+        self.action_path = PROJECT_ROOT
         self.extra_env: dict[str, str] = {}
         self.count = 0
 
@@ -91,7 +97,7 @@ class Runner:
             "RUNNER_TEMP": str(self.temp),
             "GITHUB_OUTPUT": str(output),
             "GITHUB_PATH": str(self.path_file),
-            "GITHUB_ACTION_PATH": str(PROJECT_ROOT),
+            "GITHUB_ACTION_PATH": str(self.action_path),
             "GITHUB_WORKSPACE": str(self.workspace),
             **self.extra_env,
         }
@@ -104,7 +110,7 @@ class Runner:
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=False,
         )
         lines = output.read_text(encoding="utf-8").splitlines() if output.exists() else []
@@ -129,48 +135,50 @@ RECORD_ARGUMENTS = (
     '"$@"'
 )
 
-# A stand-in for the interpreter actions/setup-python provides: `-m venv` makes a venv
-# whose python is this same stand-in, `-m pip install SPEC` "installs" a cosgitops that
-# prints a version. Every call is logged, so tests see what would have been installed.
-STANDIN_PYTHON = f"""#!{sys.executable}
-import json, os, pathlib, shutil, sys
-arguments = sys.argv[1:]
-with open(os.environ["STANDIN_LOG"], "a", encoding="utf-8") as log:
-    log.write(json.dumps(arguments) + "\\n")
-if arguments[:2] == ["-m", "venv"]:
-    venv = pathlib.Path(arguments[-1])
-    if "--clear" in arguments and venv.exists():
-        shutil.rmtree(venv)
-    (venv / "bin").mkdir(parents=True)
-    shutil.copy(__file__, venv / "bin" / "python")
-elif arguments[:3] == ["-m", "pip", "install"]:
-    if os.environ.get("STANDIN_PIP_FAILS"):
-        sys.exit("ERROR: No matching distribution found")
-    cosgitops = pathlib.Path(__file__).parent / "cosgitops"
-    cosgitops.write_text("#!/bin/sh\\necho 'cosgitops, version 9.8.7'\\n")
-    cosgitops.chmod(0o755)
-else:
-    sys.exit(f"unexpected call: {{arguments}}")
-"""
-
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Runner:
     return Runner(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def offline_index(project_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What the install step's pip needs offline: the wheel folder instead of the index,
+    and the test environment's packages, less cosgitops, as the dependencies."""
+    packages = tmp_path_factory.mktemp("dependencies")
+    for folder in {Path(sysconfig.get_paths()[name]) for name in ("purelib", "platlib")}:
+        for entry in folder.iterdir():
+            if entry.name.startswith(("cosgitops", "__editable__")) or entry.suffix == ".pth":
+                continue
+            if not (packages / entry.name).exists():
+                (packages / entry.name).symlink_to(entry)
+    return {
+        "PYTHONPATH": str(packages),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(project_wheel.parent),
+        "PIP_NO_BUILD_ISOLATION": "0",  # pip reads "0" as: do not isolate the build
+        "PIP_NO_CACHE_DIR": "1",
+    }
+
+
 @pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Runner, Path]:
-    log = tmp_path / "standin.log"
-    monkeypatch.setenv("STANDIN_LOG", str(log))
-    python = executable(tmp_path / "setup-python" / "python", STANDIN_PYTHON)
-    return Runner(tmp_path, python=python), log
+def installing(runner: Runner, offline_index: dict[str, str]) -> Runner:
+    """A runner whose install step's real pip works offline."""
+    runner.extra_env.update(offline_index)
+    return runner
 
 
-def calls(log: Path) -> list[list[str]]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+def installed(runner: Runner, code: str) -> str:
+    """What ``code`` prints in the venv the install step made (its packages only)."""
+    return subprocess.run(
+        [str(runner.venv / "bin" / "python"), "-c", code],
+        cwd=runner.root,
+        env={**os.environ, **runner.extra_env},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 # --------------------------------------------------------------------------- contract
@@ -221,59 +229,70 @@ def test_run_scripts_take_inputs_only_through_env() -> None:
 # --------------------------------------------------------------------------- install
 
 
-def test_default_installs_the_source_of_the_action_ref(standin: tuple[Runner, Path]) -> None:
-    runner, log = standin
+@pytest.mark.slow
+def test_default_installs_the_source_of_the_action_ref(installing: Runner, tmp_path: Path) -> None:
+    """With no version, the step builds and installs the action's own checkout: here a
+    copy of this one, marked with a version of its own."""
+    runner = installing
+    source = tmp_path / "action-ref"
+    shutil.copytree(
+        PROJECT_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests",
+            ".cosgitops", ".ci",
+        ),
+    )  # fmt: skip
+    init = source / "cosgitops" / "__init__.py"
+    init.write_text(init.read_text().replace('"0.1.0"', '"0.1.0+actionref"'))
+    runner.action_path = source
     code, outputs, output = runner.run("install")
     assert code == 0, output
-    venv = str(runner.venv)
-    assert calls(log) == [
-        ["-m", "venv", "--clear", venv],
-        ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(PROJECT_ROOT)],
-    ]
-    assert outputs["version"] == "9.8.7"
-    assert runner.path_file.read_text().splitlines() == [f"{venv}/bin"]
+    assert outputs["version"] == "0.1.0+actionref"
+    assert runner.path_file.read_text().splitlines() == [f"{runner.venv}/bin"]
+    assert (runner.venv / ".cosgitops-spec").read_text() == str(source)
+    module = installed(runner, "import cosgitops; print(cosgitops.__file__)")
+    assert Path(module).is_relative_to(runner.venv)
+    schema = installed(
+        runner, "from cosgitops.resources import schema_path; print(schema_path('derivative'))"
+    )
+    assert Path(schema).is_relative_to(runner.venv) and Path(schema).is_file()
 
 
-@pytest.mark.parametrize(
-    ("version", "spec"),
-    [("1.2.0", "cosgitops==1.2.0"), ("v1.2.0", "cosgitops==1.2.0"), ("latest", "cosgitops")],
-)
-def test_version_input_installs_from_the_package_index(
-    standin: tuple[Runner, Path], version: str, spec: str
-) -> None:
-    runner, log = standin
-    code, _, output = runner.run("install", version=version)
+@pytest.mark.slow
+def test_version_input_installs_from_the_package_index_once(installing: Runner) -> None:
+    """A version (with or without its v) installs that release from the index, once per
+    job; asking for another one replaces the installation."""
+    runner = installing
+    code, outputs, output = runner.run("install", version="v0.1.0")
     assert code == 0, output
-    assert calls(log)[-1][-1] == spec
+    assert outputs["version"] == cosgitops.__version__
+    assert (runner.venv / ".cosgitops-spec").read_text() == "cosgitops==0.1.0"
+    assert installed(runner, "import cosgitops; print(cosgitops.__file__)").startswith(
+        str(runner.venv)
+    )
+    marker = runner.venv / "left-by-the-first-install"
+    marker.write_text("")
+    code, outputs, output = runner.run("install", version="0.1.0")  # the same release
+    assert code == 0, output
+    assert "already installed from cosgitops==0.1.0" in output
+    assert marker.exists()
+    assert outputs["version"] == cosgitops.__version__
+    code, outputs, output = runner.run("install", version="latest")
+    assert code == 0, output
+    assert not marker.exists()  # a new venv
+    assert (runner.venv / ".cosgitops-spec").read_text() == "cosgitops"
+    assert outputs["version"] == cosgitops.__version__
 
 
-def test_a_second_use_in_the_same_job_installs_nothing(standin: tuple[Runner, Path]) -> None:
-    runner, log = standin
-    assert runner.run("install", version="1.2.0")[0] == 0
-    before = len(calls(log))
+def test_a_failed_install_fails_the_step(installing: Runner) -> None:
+    runner = installing
     code, outputs, output = runner.run("install", version="1.2.0")
-    assert code == 0, output
-    assert "already installed" in output
-    assert len(calls(log)) == before
-    assert outputs["version"] == "9.8.7"
-    # Asking for another version replaces the installation.
-    assert runner.run("install", version="1.3.0")[0] == 0
-    assert calls(log)[-2:] == [
-        ["-m", "venv", "--clear", str(runner.venv)],
-        ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "cosgitops==1.3.0"],
-    ]
-
-
-def test_a_failed_install_fails_the_step(
-    standin: tuple[Runner, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    runner, _ = standin
-    monkeypatch.setenv("STANDIN_PIP_FAILS", "1")
-    code, outputs, output = runner.run("install", version="0.0.0")
     assert code != 0
-    assert "No matching distribution" in output
+    assert "No matching distribution found for cosgitops==1.2.0" in output
     assert "version" not in outputs
     assert not (runner.venv / ".cosgitops-spec").exists()
+    assert not (runner.venv / "bin" / "cosgitops").exists()
 
 
 def test_install_reports_the_real_version(runner: Runner) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,141 @@ def test_plain_scalars_resolve_like_pyyaml_safe_loader(scalar: str) -> None:
 
 def test_yaml12_octal_is_an_integer() -> None:
     assert resolve_plain("0o755") == 0o755
+    assert resolve_plain("-0o1_7") == -15
+    assert resolve_plain("0o8") == "0o8"
+
+
+# ---------------------------------------------------------------- resolution vs PyYAML
+
+# Pieces that make up the plain scalars YAML 1.1 can read as something else: digits,
+# signs, points, exponents, bases, sexagesimal colons, underscores, the words of
+# booleans, nulls and the special floats, and a little of everything else.
+_PIECES = [
+    *"0123456789", "0", "1", "00", "07", "19", ".", ".", "_", "_", "+", "-", ":", ":",
+    "e", "E", "e+", "e-", "E+1", "x", "0x", "0b", "0o", "o", "b", "f", "A", "a", "Z", " ",
+    "inf", "Inf", "INF", "nan", "NaN", "NAN", ".inf", ".nan", "true", "True", "TRUE",
+    "false", "yes", "Yes", "no", "NO", "on", "On", "off", "OFF", "y", "n", "null", "Null",
+    "NULL", "~", "59", "60", "2002-12-14", "t", "T", "Z", "=", "<<", "!", "&", "*",
+]  # fmt: skip
+
+
+_OCTAL_12 = re.compile(r"[-+]?0o[0-7_]+")
+
+
+_NUMERIC = "0123456789" + "0011" + "..__+-::eE" + "xob"
+
+
+def _generated_scalars(count: int, seed: int) -> list[str]:
+    """Distinct scalars: mostly short runs of number characters, the rest pieces."""
+    rng = random.Random(seed)
+    found: set[str] = set()
+    while len(found) < count:
+        if rng.random() < 0.6:
+            text = "".join(rng.choice(_NUMERIC) for _ in range(rng.randint(1, 7)))
+        else:
+            text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 4))).strip()
+        if text:
+            found.add(text)
+    return sorted(found)
+
+
+def _as_plain_value(text: str) -> tuple[bool, Any]:
+    """Whether ``v: TEXT`` holds ``text`` as one plain scalar, and what safe_load gives
+    it (timestamps as their text, as cosgitops keeps them)."""
+    try:
+        node = yaml.compose(f"v: {text}\n", Loader=yaml.SafeLoader)
+        loaded = yaml.safe_load(f"v: {text}\n")
+    except (yaml.YAMLError, ValueError):  # not YAML here, or not constructible
+        return False, None
+    if node is None or not isinstance(node, yaml.MappingNode) or len(node.value) != 1:
+        return False, None
+    value_node = node.value[0][1]
+    if not isinstance(value_node, yaml.ScalarNode) or value_node.style or value_node.value != text:
+        return False, None
+    value = loaded["v"]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        value = text
+    return True, value
+
+
+def _same_value(got: Any, expected: Any) -> bool:
+    if isinstance(expected, float) and math.isnan(expected):
+        return isinstance(got, float) and math.isnan(got)
+    return type(got) is type(expected) and got == expected
+
+
+def test_plain_scalars_resolve_as_pyyaml_resolves_them() -> None:
+    """Differential: 20,000 generated scalars, cosgitops against yaml.safe_load (the
+    hand copy this replaced read 12 of these differently, '._1' among them)."""
+    compared = 0
+    kinds: set[str] = set()
+    mismatches = []
+    for text in _generated_scalars(20_000, seed=1011):
+        plain, expected = _as_plain_value(text)
+        if not plain or _OCTAL_12.fullmatch(text):  # deliberately an int (see above)
+            continue
+        compared += 1
+        kinds.add(type(expected).__name__)
+        got = resolve_plain(text)
+        if not _same_value(got, expected):
+            mismatches.append((text, got, expected))
+    assert mismatches == []
+    assert compared > 15_000
+    assert kinds == {"str", "int", "float", "bool", "NoneType"}
+
+
+def test_a_point_before_an_underscore_is_a_string() -> None:
+    assert yaml.safe_load("v: ._1")["v"] == "._1"
+    assert load_yaml_bytes(b"v: ._1\nw: [._1]\n").value == {"v": "._1", "w": ["._1"]}
+    assert resolve_plain("._1") == "._1"
+    assert resolve_plain(".1_") == 0.1
+
+
+def test_whole_documents_resolve_as_pyyaml_on_both_paths() -> None:
+    """The composers' inline resolution (in sequences and mappings) and the event
+    path's: the same generated scalars in a list and as mapping values."""
+    scalars = [text for text in _generated_scalars(3000, seed=7) if _as_plain_value(text)[0]]
+    scalars = [text for text in scalars if not _OCTAL_12.fullmatch(text)]
+    data = (
+        "list:\n"
+        + "".join(f"  - {text}\n" for text in scalars)
+        + "map:\n"
+        + "".join(f"  k{index}: {text}\n" for index, text in enumerate(scalars))
+    ).encode()
+    expected = yaml.safe_load(data)
+    for path in ("list", "map"):
+        items = expected[path] if path == "list" else list(expected[path].values())
+        expected[path] = [
+            text if isinstance(value, (datetime.date, datetime.datetime)) else value
+            for text, value in zip(scalars, items, strict=True)
+        ]
+    for composer in (source._NodeComposer, source._Composer):
+        document = source._finish(composer(data, "x", Limits(yaml_max_nodes=100_000)), data)
+        assert document.document is not None, document.problems
+        value = document.document.value
+        got = {"list": value["list"], "map": list(value["map"].values())}
+        for path in ("list", "map"):
+            for text, mine, theirs in zip(scalars, got[path], expected[path], strict=True):
+                assert _same_value(mine, theirs), (composer.__name__, text, mine, theirs)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("!!float 1", 1.0),
+        ("!!float '1e3'", 1000.0),
+        ("!!int '0x1F'", 31),
+        ("!!int '1__0'", 10),
+        ("!!bool 'tRuE'", True),
+        ("!!null 'anything'", None),
+        ("!!str 12", "12"),
+    ],
+)
+def test_explicit_tags_construct_as_pyyaml_does(text: str, expected: Any) -> None:
+    assert yaml.safe_load(f"v: {text}")["v"] == expected
+    result = parse_yaml(f"v: {text}\n".encode())
+    assert result.problems == []
+    assert result.document is not None and _same_value(result.document.value["v"], expected)
 
 
 def test_document_values_and_types() -> None:

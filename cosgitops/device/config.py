@@ -144,20 +144,11 @@ class AgentConfig:
 
 def validate_agent_config(data: Any, *, source: str = "agent config") -> None:
     """Raise :class:`ConfigError` naming the first problems against the JSON schema."""
-    import json
+    from cosgitops.validate.schema import pointer_of, schema_for
 
-    import jsonschema
-
-    from cosgitops.resources import schema_path
-
-    schema = json.loads(schema_path("agent").read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda error: list(error.absolute_path))
-    if errors:
-        lines = []
-        for error in errors[:5]:
-            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-            lines.append(f"{pointer}: {error.message}")
+    issues = sorted(schema_for("agent").validate(data), key=lambda issue: pointer_of(issue.path))
+    if issues:
+        lines = [f"{pointer_of(issue.path) or '/'}: {issue.message}" for issue in issues[:5]]
         raise ConfigError(
             f"{source} is invalid: " + "; ".join(lines),
             hint="see schemas/agent.schema.json for every setting",

@@ -117,25 +117,17 @@ class BaseDefinition:
 
 def _check_schema(document: Any, path: Path) -> None:
     """Raise :class:`ConfigError` at the first schema problem, with its line and column."""
-    import json
+    from cosgitops.validate.schema import pointer_of, schema_for
 
-    import jsonschema
-
-    from cosgitops.resources import schema_path
-
-    schema = json.loads(schema_path("base").read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(document.value), key=lambda e: list(e.absolute_path))
-    if not errors:
+    issues = sorted(schema_for("base").validate(document.value), key=lambda i: pointer_of(i.path))
+    if not issues:
         return
-    first = errors[0]
-    pointer = tuple(first.absolute_path)
-    where = document.locate(pointer)
-    hint = first.schema.get("x-cosgitops-hint") if isinstance(first.schema, dict) else None
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    first = issues[0]
+    where = document.locate(first.path, key=first.at_key)
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
     raise ConfigError(
         f"{path}:{where.line}:{where.column}: {first.message}{more}",
-        hint=hint or "see schemas/base.schema.json; `cosgitops validate` lists every problem",
+        hint=first.hint or "see schemas/base.schema.json; `cosgitops validate` lists every problem",
     )
 
 

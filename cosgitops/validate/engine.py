@@ -252,6 +252,17 @@ class _Session:
         else:
             findings = find_private_keys(data[: self.limits.scan_max_file_bytes])
         for finding in findings:
+            if finding.placeholder:
+                self.emit(
+                    path,
+                    (finding.line, finding.column),
+                    "warning",
+                    "private-key",
+                    f"an empty private key block ({finding.label}): a placeholder, not a key",
+                    hint="fill the real key in at deployment from a secret store (never in "
+                    "the repository), or remove the block",
+                )
+                continue
             self.emit(
                 path,
                 (finding.line, finding.column),
@@ -542,6 +553,8 @@ class _Session:
         for _, root in tasks:
             if root is not None:
                 self.repository_channels(root)  # read once, before the workers split
+        for kind in ("derivative", "cloud-config"):
+            schema_for(kind)  # compiled once: the workers share the loaded engine
         for outcome in _run_forked(self, [tasks[i::workers] for i in range(workers)]):
             diagnostics, folders, scanned, looked_at, documents = outcome
             self.diagnostics.extend(diagnostics)

@@ -165,7 +165,7 @@ _RULES = (
     Rule(
         "private-key",
         "error",
-        "A private key is in the validated tree.",
+        "A private key is in the validated tree (an empty placeholder block is a warning).",
         "Remove it from the repository (and rotate it: it was exposed); keep keys in a "
         "secret store or env:// variables.",
     ),

@@ -1,30 +1,37 @@
-"""A small, fast JSON Schema (draft 2020-12) validator for cosgitops' own schemas.
+"""JSON Schema validation for cosgitops' schemas, with diagnostics people can act on.
 
-The ``jsonschema`` package is correct but slow to import and to run for a pre-commit
-hook that checks hundreds of files; this module compiles a schema once into nested
-closures and reports every problem with its JSON pointer, so the caller can map it to
-a line and column. It supports exactly the keywords cosgitops' schemas use and refuses
-(at compile time) any other, so a schema can never silently ask for a check that does
-not happen. The test suite checks it against ``jsonschema`` on every fixture.
+The verdict comes from ``jsonschema_rs``, a maintained implementation that passes the
+official JSON Schema test suite (draft 2020-12, optional tests included): references to
+anchors and to nested resources, ``$defs`` nobody references (the schema itself is
+checked against its metaschema) and ``pattern`` with ECMA-262 semantics (``$`` matches
+only at the very end, so ``"0.1.0\\n"`` is not a version), as check-jsonschema judges.
 
-Two annotation keywords carry cosgitops' diagnostics: ``x-cosgitops-rule`` (the rule id
-for problems found by that subschema) and ``x-cosgitops-hint`` (how to fix them).
+What this module adds is the diagnostics layer: every error becomes a
+:class:`SchemaIssue` with the instance path (the engine turns it into ``line:column``),
+a message written for people, and the rule id and hint of the subschema that failed,
+read from two annotation keywords: ``x-cosgitops-rule`` and ``x-cosgitops-hint``. Where
+a subschema's ``type`` does not fit, only that is reported (its other keywords say
+nothing useful about a value of the wrong kind); for ``anyOf``/``oneOf`` the branch whose
+type fits explains the problem when there is exactly one.
+
+Schemas are never fetched: a ``$ref`` outside the schema document is refused when the
+schema is compiled.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urljoin
 
 from cosgitops.errors import CosgitopsError
 
-# (parent link, key): a cheap linked path, turned into a tuple only for a problem.
-PathLink = tuple[Any, Any] | None
+if TYPE_CHECKING:  # jsonschema_rs is imported where a schema is compiled
+    import jsonschema_rs
 
 
 class SchemaIssue(NamedTuple):
@@ -37,79 +44,16 @@ class SchemaIssue(NamedTuple):
     expected: tuple[str, ...] = ()  # for ``type`` problems: the types that were wanted
 
 
-Check = Callable[[Any, PathLink, list[SchemaIssue]], None]
-
-
 class SchemaCompileError(CosgitopsError):
-    """A schema uses a keyword or a form this validator does not implement."""
+    """A schema is not a valid JSON Schema, or refers to a document outside itself."""
 
     exit_code = 3
 
 
-def path_tuple(link: PathLink) -> tuple[str | int, ...]:
-    parts: list[str | int] = []
-    while link is not None:
-        link, key = link
-        parts.append(key)
-    parts.reverse()
-    return tuple(parts)
-
-
-def pointer_of(path: tuple[str | int, ...]) -> str:
+def pointer_of(path: Iterable[str | int]) -> str:
     """RFC 6901 JSON pointer."""
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
-
-_ANNOTATIONS = frozenset(
-    (
-        "$schema",
-        "$id",
-        "$comment",
-        "title",
-        "description",
-        "examples",
-        "default",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "format",
-        "markdownDescription",
-        "x-cosgitops-rule",
-        "x-cosgitops-hint",
-        "x-cosgitops-unknown-keys",
-        "$defs",
-    )
-)
-_SUPPORTED = _ANNOTATIONS | frozenset(
-    (
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "patternProperties",
-        "propertyNames",
-        "minProperties",
-        "maxProperties",
-        "items",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "not",
-        "$ref",
-    )
-)
 
 _TYPE_NAMES = {
     dict: "object",
@@ -124,25 +68,6 @@ _TYPE_NAMES = {
 
 def json_type(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _is_type(value: Any, name: str) -> bool:
-    kind = type(value)
-    if name == "string":
-        return kind is str
-    if name == "object":
-        return kind is dict
-    if name == "array":
-        return kind is list
-    if name == "boolean":
-        return kind is bool
-    if name == "null":
-        return value is None
-    if name == "integer":
-        return kind is int or (kind is float and math.isfinite(value) and value.is_integer())
-    if name == "number":
-        return kind is int or kind is float
-    raise SchemaCompileError(f"unknown JSON Schema type {name!r}")
 
 
 def _canonical(value: Any) -> Any:
@@ -191,372 +116,9 @@ def _article(name: str) -> str:
     }.get(name, name)
 
 
-class _Compiler:
-    def __init__(self, root: Mapping[str, Any]) -> None:
-        self.root = root
-        self.refs: dict[str, Check] = {}
-
-    def resolve_pointer(self, ref: str) -> Any:
-        if not ref.startswith("#"):
-            raise SchemaCompileError(f"only local $ref is supported, not {ref!r}")
-        node: Any = self.root
-        for escaped in ref[1:].split("/")[1:] if ref != "#" else []:
-            node = node[escaped.replace("~1", "/").replace("~0", "~")]
-        return node
-
-    def ref(self, ref: str) -> Check:
-        compiled = self.refs.get(ref)
-        if compiled is not None:
-            return compiled
-        holder: list[Check] = []
-
-        def indirect(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-            holder[0](value, path, out)
-
-        self.refs[ref] = indirect
-        holder.append(self.compile(self.resolve_pointer(ref)))
-        return indirect
-
-    def compile(self, schema: Any) -> Check:
-        if schema is True or schema == {}:
-            return _accept
-        if schema is False:
-            return _reject
-        if not isinstance(schema, Mapping):
-            raise SchemaCompileError(f"a schema must be an object or boolean, not {schema!r}")
-        unknown = set(schema) - _SUPPORTED
-        if unknown:
-            raise SchemaCompileError(f"unsupported schema keywords: {sorted(unknown)}")
-        rule = str(schema.get("x-cosgitops-rule", "schema"))
-        hint = schema.get("x-cosgitops-hint")
-
-        def issue(path: PathLink, message: str, keyword: str, **extra: Any) -> SchemaIssue:
-            extra.setdefault("hint", hint)
-            return SchemaIssue(path_tuple(path), message, keyword, rule, **extra)
-
-        checks: list[Check] = []
-        object_checks: list[Check] = []
-        array_checks: list[Check] = []
-        string_checks: list[Check] = []
-        number_checks: list[Check] = []
-
-        types = schema.get("type")
-        type_names: tuple[str, ...] = ()
-        if types is not None:
-            type_names = (types,) if isinstance(types, str) else tuple(types)
-            for name in type_names:
-                _is_type(None, name)  # validates the name
-
-        if "$ref" in schema:
-            checks.append(self.ref(schema["$ref"]))
-        if "enum" in schema:
-            options = schema["enum"]
-            allowed = {_canonical(option) for option in options}
-            shown = ", ".join(describe(option) for option in options)
-
-            def check_enum(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-                if _canonical(value) not in allowed:
-                    out.append(issue(path, f"{describe(value)} is not one of: {shown}", "enum"))
-
-            checks.append(check_enum)
-        if "const" in schema:
-            expected_value = schema["const"]
-            expected_key = _canonical(expected_value)
-
-            def check_const(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-                if _canonical(value) != expected_key:
-                    out.append(
-                        issue(
-                            path,
-                            f"{describe(value)} must be {describe(expected_value)}",
-                            "const",
-                        )
-                    )
-
-            checks.append(check_const)
-
-        # --- objects
-        properties: dict[str, Check] = {
-            name: self.compile(sub) for name, sub in (schema.get("properties") or {}).items()
-        }
-        patterns = [
-            (re.compile(pattern), self.compile(sub))
-            for pattern, sub in (schema.get("patternProperties") or {}).items()
-        ]
-        additional = schema.get("additionalProperties", True)
-        additional_check = None if additional is True else self.compile(additional)
-        required = tuple(schema.get("required") or ())
-        known_names = sorted(properties)
-
-        if properties or patterns or additional_check is not None:
-
-            def check_members(
-                value: dict[str, Any], path: PathLink, out: list[SchemaIssue]
-            ) -> None:
-                for key, member in value.items():
-                    check = properties.get(key)
-                    matched = check is not None
-                    if check is not None:
-                        check(member, (path, key), out)
-                    for pattern, pattern_check in patterns:
-                        if pattern.search(key):
-                            matched = True
-                            pattern_check(member, (path, key), out)
-                    if not matched and additional_check is not None:
-                        if additional is False:
-                            out.append(
-                                issue(
-                                    (path, key),
-                                    f"unknown key {key!r}",
-                                    "additionalProperties",
-                                    at_key=True,
-                                    hint=_did_you_mean(key, known_names) or hint,
-                                )
-                            )
-                        else:
-                            additional_check(member, (path, key), out)
-
-            object_checks.append(check_members)
-        if required:
-
-            def check_required(
-                value: dict[str, Any], path: PathLink, out: list[SchemaIssue]
-            ) -> None:
-                for name in required:
-                    if name not in value:
-                        # The path names the missing key; locating it falls back to the
-                        # parent, which is where the key has to be added.
-                        out.append(
-                            issue((path, name), f"missing required key {name!r}", "required")
-                        )
-
-            object_checks.append(check_required)
-        if "propertyNames" in schema:
-            names_check = self.compile(schema["propertyNames"])
-
-            def check_names(value: dict[str, Any], path: PathLink, out: list[SchemaIssue]) -> None:
-                for key in value:
-                    found: list[SchemaIssue] = []
-                    names_check(key, (path, key), found)
-                    for problem in found:
-                        out.append(
-                            SchemaIssue(
-                                problem.path,
-                                f"key {problem.message}",
-                                problem.keyword,
-                                problem.rule,
-                                problem.hint,
-                                at_key=True,
-                            )
-                        )
-
-            object_checks.append(check_names)
-        min_properties = schema.get("minProperties")
-        max_properties = schema.get("maxProperties")
-        if min_properties is not None or max_properties is not None:
-
-            def check_count(value: dict[str, Any], path: PathLink, out: list[SchemaIssue]) -> None:
-                if min_properties is not None and len(value) < min_properties:
-                    out.append(
-                        issue(path, f"needs at least {min_properties} entries", "minProperties")
-                    )
-                if max_properties is not None and len(value) > max_properties:
-                    out.append(
-                        issue(path, f"allows at most {max_properties} entries", "maxProperties")
-                    )
-
-            object_checks.append(check_count)
-
-        # --- arrays
-        if "items" in schema:
-            item_check = self.compile(schema["items"])
-
-            def check_items(value: list[Any], path: PathLink, out: list[SchemaIssue]) -> None:
-                for index, item in enumerate(value):
-                    item_check(item, (path, index), out)
-
-            array_checks.append(check_items)
-        min_items = schema.get("minItems")
-        max_items = schema.get("maxItems")
-        if min_items is not None or max_items is not None:
-
-            def check_length(value: list[Any], path: PathLink, out: list[SchemaIssue]) -> None:
-                if min_items is not None and len(value) < min_items:
-                    noun = "item" if min_items == 1 else "items"
-                    out.append(issue(path, f"needs at least {min_items} {noun}", "minItems"))
-                if max_items is not None and len(value) > max_items:
-                    out.append(issue(path, f"allows at most {max_items} items", "maxItems"))
-
-            array_checks.append(check_length)
-        if schema.get("uniqueItems"):
-
-            def check_unique(value: list[Any], path: PathLink, out: list[SchemaIssue]) -> None:
-                seen: set[Any] = set()
-                for index, item in enumerate(value):
-                    key = _canonical(item)
-                    if key in seen:
-                        out.append(
-                            issue(
-                                (path, index),
-                                f"{describe(item)} is listed twice",
-                                "uniqueItems",
-                            )
-                        )
-                    seen.add(key)
-
-            array_checks.append(check_unique)
-
-        # --- strings
-        min_length = schema.get("minLength")
-        max_length = schema.get("maxLength")
-        if min_length is not None or max_length is not None:
-
-            def check_string_length(value: str, path: PathLink, out: list[SchemaIssue]) -> None:
-                if min_length is not None and len(value) < min_length:
-                    message = (
-                        "must not be empty"
-                        if min_length == 1
-                        else f"must be at least {min_length} characters long"
-                    )
-                    out.append(issue(path, message, "minLength"))
-                if max_length is not None and len(value) > max_length:
-                    out.append(
-                        issue(
-                            path,
-                            f"{describe(value)} is longer than {max_length} characters",
-                            "maxLength",
-                        )
-                    )
-
-            string_checks.append(check_string_length)
-        if "pattern" in schema:
-            regex = re.compile(schema["pattern"])
-            what = schema.get("title") or f"the pattern {schema['pattern']}"
-
-            def check_pattern(value: str, path: PathLink, out: list[SchemaIssue]) -> None:
-                if not regex.search(value):
-                    out.append(issue(path, f"{describe(value)} is not {what}", "pattern"))
-
-            string_checks.append(check_pattern)
-
-        # --- numbers
-        bounds: list[tuple[str, Callable[[float, float], bool], str]] = [
-            ("minimum", lambda v, b: v >= b, "at least"),
-            ("maximum", lambda v, b: v <= b, "at most"),
-            ("exclusiveMinimum", lambda v, b: v > b, "more than"),
-            ("exclusiveMaximum", lambda v, b: v < b, "less than"),
-        ]
-        active_bounds = [
-            (keyword, schema[keyword], ok, word)
-            for keyword, ok, word in bounds
-            if schema.get(keyword) is not None
-        ]
-        if active_bounds:
-
-            def check_bounds(value: float, path: PathLink, out: list[SchemaIssue]) -> None:
-                for keyword, bound, ok, word in active_bounds:
-                    if not ok(value, bound):
-                        out.append(issue(path, f"{value!r} must be {word} {bound}", keyword))
-
-            number_checks.append(check_bounds)
-
-        # --- combinators
-        if "allOf" in schema:
-            all_checks = [self.compile(sub) for sub in schema["allOf"]]
-
-            def check_all(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-                for check in all_checks:
-                    check(value, path, out)
-
-            checks.append(check_all)
-        for keyword in ("anyOf", "oneOf"):
-            if keyword in schema:
-                checks.append(self._alternatives(keyword, schema[keyword], issue))
-        if "not" in schema:
-            negated = self.compile(schema["not"])
-
-            def check_not(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-                found: list[SchemaIssue] = []
-                negated(value, path, found)
-                if not found:
-                    out.append(issue(path, f"{describe(value)} is not allowed here", "not"))
-
-            checks.append(check_not)
-
-        return _assemble(
-            type_names,
-            issue,
-            checks=checks,
-            object_checks=object_checks,
-            array_checks=array_checks,
-            string_checks=string_checks,
-            number_checks=number_checks,
-        )
-
-    def _alternatives(
-        self, keyword: str, subschemas: list[Any], issue: Callable[..., SchemaIssue]
-    ) -> Check:
-        branches = [self.compile(sub) for sub in subschemas]
-        labels = [_label(self, sub) for sub in subschemas]
-        only_required = all(
-            isinstance(sub, Mapping) and set(sub) <= {"required", "description"}
-            for sub in subschemas
-        )
-        exactly_one = keyword == "oneOf"
-
-        def check_alternatives(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-            results: list[list[SchemaIssue]] = []
-            passed = 0
-            for branch in branches:
-                found: list[SchemaIssue] = []
-                branch(value, path, found)
-                results.append(found)
-                if not found:
-                    passed += 1
-                    if not exactly_one:
-                        return
-            if passed == 1 or (passed and not exactly_one):
-                return
-            if passed > 1:
-                out.append(issue(path, f"matches more than one of: {', '.join(labels)}", keyword))
-                return
-            if only_required:
-                names = [name for sub in subschemas for name in sub["required"]]
-                out.append(
-                    issue(path, f"needs one of the keys {', '.join(map(repr, names))}", keyword)
-                )
-                return
-            here = path_tuple(path)
-            # Branches whose type fits: their complaints are the useful ones.
-            fitting = [
-                found
-                for found in results
-                if not any(p.keyword == "type" and p.path == here for p in found)
-            ]
-            if len(fitting) == 1:
-                out.extend(fitting[0])
-                return
-            out.append(issue(path, f"{describe(value)} is none of: {'; '.join(labels)}", keyword))
-
-        return check_alternatives
-
-
-def _label(compiler: _Compiler, schema: Any) -> str:
-    if isinstance(schema, Mapping):
-        if "$ref" in schema and len(schema) == 1:
-            schema = compiler.resolve_pointer(schema["$ref"])
-        if isinstance(schema, Mapping):
-            for key in ("title", "description"):
-                if key in schema:
-                    return str(schema[key]).split(". ")[0].rstrip(".")
-            if "const" in schema:
-                return describe(schema["const"])
-            if "type" in schema:
-                types = schema["type"]
-                return " or ".join(
-                    _article(t) for t in ([types] if isinstance(types, str) else types)
-                )
-    return "another form"
+@cache
+def _articles(names: tuple[str, ...]) -> str:
+    return " or ".join(map(_article, names))
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str | None:
@@ -575,100 +137,407 @@ def did_you_mean(word: str, candidates: list[str]) -> str | None:
     return _did_you_mean(word, sorted(candidates))
 
 
-def _accept(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-    return None
+# ------------------------------------------------------------------ values outside JSON
+
+# YAML has infinities and NaN; JSON has neither, and jsonschema_rs would read them as
+# null. For the verdict they stand in as numbers that are not integers, beyond every
+# finite bound (+inf above, -inf below, NaN as +inf: what Python's jsonschema, and so
+# check-jsonschema, makes of infinity); the messages show the real value.
+_HUGE = "1" + "0" * 400 + ".5"
 
 
-def _reject(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-    out.append(SchemaIssue(path_tuple(path), "no value is allowed here", "false"))
+def _finite(value: Any) -> bool:
+    """Whether no float anywhere in ``value`` is infinite or NaN (one cheap pass)."""
+    stack = [value]
+    pop, extend, isfinite = stack.pop, stack.extend, math.isfinite
+    while stack:
+        node = pop()
+        kind = type(node)
+        if kind is dict:
+            extend(node.values())
+        elif kind is list:
+            extend(node)
+        elif kind is float and not isfinite(node):
+            return False
+    return True
 
 
-_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "object": (dict,),
-    "array": (list,),
-    "boolean": (bool,),
-    "null": (type(None),),
-    "integer": (int,),
-    "number": (int, float),
+def _json_stand_in(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, dict):
+        return {key: _json_stand_in(member) for key, member in value.items()}
+    if isinstance(value, list):
+        return [_json_stand_in(member) for member in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return Decimal(("-" if value < 0 else "") + _HUGE)
+    return value
+
+
+# ------------------------------------------------------------------ the schema
+
+
+_ANONYMOUS_BASE = "https://cosgitops.invalid/anonymous.schema.json"
+_BOUND_WORDS = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "more than",
+    "exclusiveMaximum": "less than",
 }
 
 
-def _assemble(
-    type_names: tuple[str, ...],
-    issue: Callable[..., SchemaIssue],
-    *,
-    checks: list[Check],
-    object_checks: list[Check],
-    array_checks: list[Check],
-    string_checks: list[Check],
-    number_checks: list[Check],
-) -> Check:
-    wanted = " or ".join(_article(name) for name in type_names)
-    # Exact Python types that pass without further thought (bool is not an integer);
-    # an integral float still counts as an integer, as JSON Schema says.
-    fast_types = frozenset(t for name in type_names for t in _PYTHON_TYPES[name])
-    float_is_integer = "integer" in type_names and "number" not in type_names
-    by_kind: dict[type, tuple[Check, ...]] = {
-        kind: tuple(found)
-        for kind, found in (
-            (dict, object_checks),
-            (list, array_checks),
-            (str, string_checks),
-            (int, number_checks),
-            (float, number_checks),
-        )
-        if found
-    }
-    generic = tuple(checks)
-    no_checks: tuple[Check, ...] = ()
+def _refuse_retrieval(uri: str) -> Any:
+    raise LookupError(f"{uri} is outside the schema document, and schemas are never fetched")
 
-    def wrong_type(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-        out.append(
-            issue(
-                path,
-                f"expected {wanted}, found {_article(json_type(value))}"
-                + (f" ({describe(value)})" if not isinstance(value, (dict, list)) else ""),
-                "type",
-                expected=type_names,
-            )
-        )
 
-    # This runs once per value of every document: it is kept to a dictionary lookup
-    # and the checks that apply to the value's kind.
-    def validate(value: Any, path: PathLink, out: list[SchemaIssue]) -> None:
-        kind = type(value)
-        if (
-            fast_types
-            and kind not in fast_types
-            and not (float_is_integer and kind is float and _is_type(value, "integer"))
-        ):
-            wrong_type(value, path, out)
-            return
-        for check in by_kind.get(kind, no_checks):
-            check(value, path, out)
-        for check in generic:
-            check(value, path, out)
+def _value_at(value: Any, path: Iterable[str | int]) -> Any:
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
 
-    return validate
+
+class _WrongTypes:
+    """The subschemas whose ``type`` failed, by evaluation path, with the values."""
+
+    __slots__ = ("at", "lengths")
+
+    def __init__(self, errors: list[jsonschema_rs.ValidationError]) -> None:
+        self.at: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+        for error in errors:
+            if error.kind.name == "type":
+                subschema = tuple(error.evaluation_path[:-1])
+                self.at.setdefault(subschema, set()).add(tuple(error.instance_path))
+        self.lengths = sorted({len(subschema) for subschema in self.at})
+
+    def hide(self, evaluation: tuple[Any, ...], instance: tuple[Any, ...], is_type: bool) -> bool:
+        """Whether an error evaluated at ``evaluation`` for the value at ``instance``
+        comes from under a subschema whose type failed for that value or one containing
+        it (the type error itself excepted)."""
+        for length in self.lengths:
+            if length > len(evaluation):
+                break
+            values = self.at.get(evaluation[:length])
+            if values is None:
+                continue
+            itself = is_type and length == len(evaluation) - 1
+            for depth in range(len(instance) + 1):
+                if instance[:depth] in values and not (itself and depth == len(instance)):
+                    return True
+        return False
+
+
+class _Add:
+    """Appends issues found by one keyword: its path, rule and hint unless told otherwise."""
+
+    __slots__ = ("hint", "keyword", "out", "path", "rule")
+
+    def __init__(
+        self,
+        out: list[SchemaIssue],
+        path: tuple[str | int, ...],
+        keyword: str,
+        rule: str,
+        hint: str | None,
+    ) -> None:
+        self.out, self.path, self.keyword, self.rule, self.hint = out, path, keyword, rule, hint
+
+    def __call__(
+        self, message: str, where: tuple[str | int, ...] | None = None, **extra: Any
+    ) -> None:
+        extra.setdefault("hint", self.hint)
+        path = self.path if where is None else where
+        self.out.append(SchemaIssue(path, message, self.keyword, self.rule, **extra))
 
 
 class CompiledSchema:
-    """A compiled schema: ``validate(value)`` returns the problems (empty when valid)."""
+    """A compiled schema: ``validate(value)`` returns the problems (empty when valid).
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
+    ``schema`` is the raw schema; :meth:`subschema` resolves a reference in it."""
+
+    def __init__(self, schema: Mapping[str, Any] | bool) -> None:
+        import jsonschema_rs
+
         self.schema = schema
-        self._compiler = _Compiler(schema)
-        self._check = self._compiler.compile(schema)
+        raw: dict[str, Any] | bool = dict(schema) if isinstance(schema, Mapping) else schema
+        declared = raw.get("$id") if isinstance(raw, dict) else None
+        self._base = urljoin(_ANONYMOUS_BASE, declared) if isinstance(declared, str) else ""
+        self._base = self._base or _ANONYMOUS_BASE
+        try:
+            self._validator = jsonschema_rs.validator_for(
+                raw,
+                base_uri=_ANONYMOUS_BASE,
+                retriever=_refuse_retrieval,
+                validate_formats=True,
+            )
+            self._registry = jsonschema_rs.Registry(
+                [(self._base, raw)], retriever=_refuse_retrieval
+            )
+        except (ValueError, TypeError) as exc:
+            first = str(exc).strip().split("\n", 1)[0]
+            raise SchemaCompileError(
+                f"not a usable JSON Schema: {first}",
+                hint="check the schema with check-jsonschema --check-metaschema",
+            ) from exc
+        self._resolvers: dict[str, jsonschema_rs.Resolver] = {}
+        self._found: dict[tuple[str, str], Any] = {}
+        self._owners: dict[str, tuple[Any, str]] = {}
+
+    # ---------------------------------------------------------------- references
+
+    def _lookup(self, base: str, reference: str) -> Any:
+        """The subschema ``reference`` names, read relative to the resource ``base``."""
+        import jsonschema_rs
+
+        key = (base, reference)
+        if key not in self._found:
+            resolver = self._resolvers.get(base)
+            if resolver is None:
+                resolver = self._resolvers[base] = self._registry.resolver(base)
+            try:
+                self._found[key] = resolver.lookup(reference).contents
+            except (ValueError, jsonschema_rs.ReferencingError) as exc:
+                raise SchemaCompileError(f"cannot resolve {reference!r}: {exc}") from exc
+        return self._found[key]
+
+    def subschema(self, reference: str) -> Any:
+        """The raw subschema a reference names, such as ``#/$defs/step`` or ``#anchor``
+        (relative to the schema's own ``$id``). A JSON pointer into this document gives
+        the node of :attr:`schema` itself; do not modify what it returns."""
+        if reference == "#" or reference.startswith("#/"):
+            from urllib.parse import unquote
+
+            node: Any = self.schema
+            try:
+                for escaped in reference[2:].split("/") if reference != "#" else ():
+                    token = unquote(escaped).replace("~1", "/").replace("~0", "~")
+                    node = node[int(token)] if isinstance(node, list) else node[token]
+            except (KeyError, IndexError, ValueError, TypeError):
+                pass  # the library's resolver says what is wrong with it
+            else:
+                return node
+        return self._lookup(self._base, reference)
+
+    def _owner(self, location: str | None) -> tuple[Any, str]:
+        """The subschema holding the keyword at ``location`` (an absolute keyword
+        location, ``URI#/pointer/keyword``) and the URI of its resource."""
+        if location is None:
+            return {}, self._base
+        found = self._owners.get(location)
+        if found is None:
+            base, _, fragment = location.partition("#")
+            parent = fragment.rsplit("/", 1)[0] if "/" in fragment else ""
+            found = self._owners[location] = (self._lookup(base, f"{base}#{parent}"), base)
+        return found
+
+    def _label(self, schema: Any, base: str) -> str:
+        if isinstance(schema, Mapping):
+            if "$ref" in schema and len(schema) == 1:
+                schema = self._lookup(base, schema["$ref"])
+            if isinstance(schema, Mapping):
+                for key in ("title", "description"):
+                    if key in schema:
+                        return str(schema[key]).split(". ")[0].rstrip(".")
+                if "const" in schema:
+                    return describe(schema["const"])
+                if "type" in schema:
+                    types = schema["type"]
+                    return " or ".join(
+                        _article(t) for t in ([types] if isinstance(types, str) else types)
+                    )
+        return "another form"
+
+    # ---------------------------------------------------------------- validation
 
     def validate(self, value: Any) -> list[SchemaIssue]:
+        checked = value if _finite(value) else _json_stand_in(value)
+        errors = list(self._validator.iter_errors(checked))
+        if not errors:
+            return []
         out: list[SchemaIssue] = []
-        self._check(value, None, out)
+        self._issues(errors, value, out)
         return out
 
-    def subschema(self, pointer: str) -> Any:
-        """The raw subschema at a local pointer such as ``#/$defs/step``."""
-        return self._compiler.resolve_pointer(pointer)
+    def _issues(
+        self, errors: list[jsonschema_rs.ValidationError], root: Any, out: list[SchemaIssue]
+    ) -> None:
+        # A subschema whose type does not fit says only that: the errors of its other
+        # keywords (evaluated under it, at or below the same value) are dropped. Indexed
+        # by the subschema's evaluation path, so that thousands of wrong items cost
+        # thousands of lookups, not their square.
+        wrong_types = _WrongTypes(errors)
+        for error in errors:
+            instance = tuple(error.instance_path)
+            if wrong_types.at and wrong_types.hide(
+                tuple(error.evaluation_path), instance, error.kind.name == "type"
+            ):
+                continue
+            self._issue(error, root, out, path=instance)
+
+    def _issue(
+        self,
+        error: jsonschema_rs.ValidationError,
+        root: Any,
+        out: list[SchemaIssue],
+        *,
+        path: tuple[str | int, ...] | None = None,
+        key: tuple[tuple[str | int, ...], str] | None = None,
+    ) -> None:
+        """Append the issues one error stands for (``path``: its instance path, when the
+        caller has it). ``key``: the error is about a mapping key (``propertyNames``):
+        the path to it, and the key."""
+        import jsonschema_rs
+
+        kinds = jsonschema_rs.ValidationErrorKind
+        kind = error.kind
+        keyword = kind.name
+        if key is not None:
+            path, value = key
+        else:
+            if path is None:
+                path = tuple(error.instance_path)
+            value = _value_at(root, path)
+        if isinstance(kind, kinds.FalseSchema):
+            out.append(SchemaIssue(path, "no value is allowed here", "false"))
+            return
+        owner, base = self._owner(error.absolute_keyword_location)
+        if not isinstance(owner, Mapping):
+            owner = {}
+        add = _Add(
+            out,
+            path,
+            keyword,
+            str(owner.get("x-cosgitops-rule", "schema")),
+            owner.get("x-cosgitops-hint"),
+        )
+
+        if isinstance(kind, kinds.Type):
+            declared = owner.get("type", kind.types)
+            wanted = (declared,) if isinstance(declared, str) else tuple(declared)
+            shown = "" if isinstance(value, (dict, list)) else f" ({describe(value)})"
+            add(
+                f"expected {_articles(wanted)}, found {_article(json_type(value))}{shown}",
+                expected=wanted,
+            )
+        elif isinstance(kind, kinds.Enum):
+            options = owner.get("enum", kind.options)
+            add(f"{describe(value)} is not one of: {', '.join(describe(o) for o in options)}")
+        elif isinstance(kind, kinds.Constant):
+            add(f"{describe(value)} must be {describe(owner.get('const', kind.expected_value))}")
+        elif isinstance(kind, (kinds.AdditionalProperties, kinds.UnevaluatedProperties)):
+            known = sorted(owner.get("properties") or {})
+            unexpected = set(kind.unexpected)
+            names = (
+                [name for name in value if name in unexpected]
+                if isinstance(value, dict)
+                else list(kind.unexpected)
+            )
+            for name in names:
+                add(
+                    f"unknown key {name!r}",
+                    (*path, name),
+                    at_key=True,
+                    hint=_did_you_mean(name, known) or add.hint,
+                )
+        elif isinstance(kind, kinds.Required):
+            # The path names the missing key; locating it falls back to the parent,
+            # which is where the key has to be added.
+            add(f"missing required key {kind.property!r}", (*path, kind.property))
+        elif isinstance(kind, kinds.PropertyNames):
+            inner = kind.error
+            written = str(inner.instance)  # the key that does not fit
+            found: list[SchemaIssue] = []
+            self._issue(inner, root, found, key=((*path, written), written))
+            out.extend(
+                issue._replace(message=f"key {issue.message}", at_key=True) for issue in found
+            )
+        elif isinstance(kind, kinds.MinProperties):
+            add(f"needs at least {kind.limit} entries")
+        elif isinstance(kind, kinds.MaxProperties):
+            add(f"allows at most {kind.limit} entries")
+        elif isinstance(kind, kinds.MinItems):
+            add(f"needs at least {kind.limit} {'item' if kind.limit == 1 else 'items'}")
+        elif isinstance(kind, kinds.MaxItems):
+            add(f"allows at most {kind.limit} items")
+        elif isinstance(kind, kinds.UniqueItems):
+            seen: set[Any] = set()
+            before = len(out)
+            items: list[Any] = value if isinstance(value, list) else []
+            for index, item in enumerate(items):
+                canonical = _canonical(item)
+                if canonical in seen:
+                    add(f"{describe(item)} is listed twice", (*path, index))
+                seen.add(canonical)
+            if len(out) == before:
+                add("lists the same value twice")
+        elif isinstance(kind, kinds.MinLength):
+            limit = kind.limit
+            add("must not be empty" if limit == 1 else f"must be at least {limit} characters long")
+        elif isinstance(kind, kinds.MaxLength):
+            add(f"{describe(value)} is longer than {kind.limit} characters")
+        elif isinstance(kind, kinds.Pattern):
+            what = owner.get("title") or f"the pattern {kind.pattern}"
+            add(f"{describe(value)} is not {what}")
+        elif isinstance(
+            kind, (kinds.Minimum, kinds.Maximum, kinds.ExclusiveMinimum, kinds.ExclusiveMaximum)
+        ):
+            bound = owner.get(keyword, kind.limit)
+            add(f"{value!r} must be {_BOUND_WORDS[keyword]} {bound}")
+        elif isinstance(kind, kinds.MultipleOf):
+            add(f"{value!r} must be a multiple of {owner.get(keyword, kind.multiple_of)}")
+        elif isinstance(kind, kinds.Not):
+            add(f"{describe(value)} is not allowed here")
+        elif isinstance(kind, kinds.Format):
+            add(f"{describe(value)} is not a valid {kind.format}")
+        elif isinstance(kind, (kinds.AnyOf, kinds.OneOfNotValid)):
+            self._alternatives(
+                kind.context, root, out, owner=owner, base=base, issue=add, value=value
+            )
+        elif isinstance(kind, kinds.OneOfMultipleValid):
+            labels = [self._label(sub, base) for sub in owner.get(keyword) or ()]
+            add(f"matches more than one of: {', '.join(labels)}")
+        else:  # keywords our schemas do not use yet: the library's own words
+            add(error.message)
+
+    def _alternatives(
+        self,
+        context: list[list[jsonschema_rs.ValidationError]],
+        root: Any,
+        out: list[SchemaIssue],
+        *,
+        owner: Mapping[str, Any],
+        base: str,
+        issue: _Add,
+        value: Any,
+    ) -> None:
+        """``anyOf``/``oneOf`` that no branch passes: ``context`` holds each branch's
+        errors; ``issue`` reports at the value, with the owner's rule and hint."""
+        subschemas = list(owner.get(issue.keyword) or ())
+        if subschemas and all(
+            isinstance(sub, Mapping) and set(sub) <= {"required", "description"}
+            for sub in subschemas
+        ):
+            names = [name for sub in subschemas for name in sub.get("required") or ()]
+            issue(f"needs one of the keys {', '.join(map(repr, names))}")
+            return
+        results = []
+        for branch in context:
+            found: list[SchemaIssue] = []
+            self._issues(branch, root, found)
+            results.append(found)
+        # Branches whose type fits: their complaints are the useful ones.
+        fitting = [
+            found
+            for found in results
+            if not any(p.keyword == "type" and p.path == issue.path for p in found)
+        ]
+        if len(fitting) == 1:
+            out.extend(fitting[0])
+            return
+        labels = [self._label(sub, base) for sub in subschemas]
+        issue(f"{describe(value)} is none of: {'; '.join(labels)}")
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,16 +91,54 @@ def test_layout_base_gets_a_local_name_and_instructions(tmp_path: Path) -> None:
     assert "COPY oem/" not in text
 
 
-def test_os_release_script_is_one_shell_line(tmp_path: Path) -> None:
+def _run_os_release_script(script: str, root: Path) -> str:
+    """Run the script against ``root`` instead of the image's / and return the file."""
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        script = script.replace(path, f"{root}{path}")
+    subprocess.run(["sh", "-c", script], check=True, capture_output=True, timeout=30)
+    return (root / "etc/os-release").read_text()
+
+
+def test_os_release_script_is_one_shell_line_that_merges(tmp_path: Path) -> None:
     repo = _web(tmp_path)
     repository, derivatives = load(repo)
     script = os_release_script(collect_inputs(repository, derivatives["web"]).identity)
     assert "\n" not in script
-    assert (
-        "IMAGE_REPO|IMAGE_TAG|IMAGE|TIMESTAMP|VARIANT"
-        in "|".join(sorted(["IMAGE_REPO", "IMAGE_TAG", "IMAGE", "TIMESTAMP", "VARIANT"]))
-        or "IMAGE|IMAGE_REPO|IMAGE_TAG|TIMESTAMP|VARIANT" in script
-    )
+    assert "grep -v -E '^(IMAGE|IMAGE_REPO|IMAGE_TAG|TIMESTAMP|VARIANT)='" in script
+    added = [
+        'VARIANT="web server"',
+        "IMAGE_REPO=oci:.cosgitops/registry/web",
+        "IMAGE_TAG=1.0.0",
+        "IMAGE=oci:.cosgitops/registry/web:1.0.0",
+    ]
+
+    # the image's own file: kept, less the keys cosgitops sets; a symlink is replaced,
+    # never written through
+    root = tmp_path / "linked"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text("NAME=Debian\nVARIANT=old\nIMAGE=stale\nID=debian\n")
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    lines = _run_os_release_script(script, root).splitlines()
+    assert lines[:2] == ["NAME=Debian", "ID=debian"]
+    assert lines[2:6] == added and lines[6].startswith("TIMESTAMP=") and len(lines) == 7
+    assert not (root / "etc/os-release").is_symlink()
+    assert (root / "usr/lib/os-release").read_text().startswith("NAME=Debian\nVARIANT=old")
+
+    # only /usr/lib/os-release: read from there
+    root = tmp_path / "usr-only"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text("NAME=Alpine\n")
+    assert _run_os_release_script(script, root).splitlines()[:5] == ["NAME=Alpine", *added]
+
+    # none at all: a fresh file from the derivative
+    root = tmp_path / "bare"
+    (root / "etc").mkdir(parents=True)
+    lines = _run_os_release_script(script, root).splitlines()
+    assert lines[:5] == ["NAME=web", "ID=web", "VERSION=1.0.0", "VERSION_ID=1.0.0",
+                         'PRETTY_NAME="web test image 1.0.0"']  # fmt: skip
+    assert lines[5:9] == added
 
 
 def test_render_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:

@@ -94,19 +94,33 @@ def test_auths_entries(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("content", "message", "hint"),
     [
-        "{not json",
-        "[]",
-        json.dumps({"auths": {"h": {"auth": "%%%"}}}),
-        json.dumps({"auths": {"h": {"auth": _b64("nocolon")}}}),
+        ("{not json", "{path} is not valid JSON", "docker login"),
+        ("[]", "{path} is not a JSON object", None),
+        (
+            json.dumps({"auths": {"h": {"auth": "%%%"}}}),
+            "the auth entry in {path} is not base64 of user:password",
+            "docker login",
+        ),
+        (
+            json.dumps({"auths": {"h": {"auth": _b64("nocolon")}}}),
+            "the auth entry in {path} is not base64 of user:password",
+            "docker login",
+        ),
     ],
 )
-def test_broken_configs_are_clear_errors(tmp_path: Path, content: str) -> None:
+def test_broken_configs_are_clear_errors(
+    tmp_path: Path, content: str, message: str, hint: str | None
+) -> None:
+    """Each names the file and what is wrong with it, and never echoes the secret."""
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ConfigError) as excinfo:
         find_credentials("h", config_dir=tmp_path)
-    assert str(tmp_path / "config.json") in str(excinfo.value) or "config" in str(excinfo.value)
+    assert str(excinfo.value) == message.format(path=tmp_path / "config.json")
+    assert "nocolon" not in str(excinfo.value) and "%%%" not in str(excinfo.value)
+    if hint is not None:
+        assert excinfo.value.hint is not None and hint in excinfo.value.hint
 
 
 def test_secrets_are_not_in_repr() -> None:

@@ -117,8 +117,8 @@ def test_init_refuses_a_non_empty_folder(tmp_path: Path) -> None:
 def test_validate_command_imports_stay_light() -> None:
     code = (
         "import sys, cosgitops.commands.validate; "
-        "heavy = [m for m in ('docker', 'sigstore', 'tuf', 'git', 'jsonschema', 'rich', "
-        "'cryptography', 'requests', 'jinja2', 'multiprocessing', 'difflib') "
+        "heavy = [m for m in ('docker', 'sigstore', 'tuf', 'git', 'jsonschema', 'jsonschema_rs', "
+        "'rich', 'cryptography', 'requests', 'jinja2', 'multiprocessing', 'difflib') "
         "if m in sys.modules]; print(heavy)"
     )
     result = subprocess.run(

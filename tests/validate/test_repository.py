@@ -175,6 +175,60 @@ def test_private_keys_are_refused_anywhere(repo: Path) -> None:
     assert {d.rule for d in report.diagnostics} == {"private-key"}
 
 
+KAIROS_GIT_CONFIG = """\
+name: configuration from git
+stages:
+  network:
+    - git:
+        url: https://git.example.com/fleet/config.git
+        path: /oem/config
+        auth:
+          username: deploy
+          private_key: |
+            {key}
+    - files:
+        - path: /etc/ssl/certs/internal.pem
+          content: |
+            -----BEGIN CERTIFICATE-----
+            -----END CERTIFICATE-----
+"""
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "-----BEGIN RSA PRIVATE KEY-----\n-----END RSA PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n...\n-----END OPENSSH PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----\n<your key here>\n-----END PRIVATE KEY-----",
+    ],
+)
+def test_an_empty_private_key_placeholder_is_a_warning(repo: Path, block: str) -> None:
+    """Documentation examples (Kairos' git auth among them) hold an empty key block:
+    nothing leaked, so a warning; an empty certificate is no finding at all."""
+    indented = "\n            ".join(block.splitlines())
+    oem = repo / "derivatives" / "edge" / "oem" / "20_git.yaml"
+    oem.write_text(KAIROS_GIT_CONFIG.format(key=indented))
+    (repo / "docs.md").write_text(f"Paste your key:\n\n{block}\n")
+    report = validate_paths([repo])
+    assert report.ok and report.errors == []
+    assert sorted((d.file, d.line, d.column, d.severity, d.rule) for d in report.diagnostics) == [
+        ("fleet/derivatives/edge/oem/20_git.yaml", 10, 13, "warning", "private-key"),
+        ("fleet/docs.md", 3, 1, "warning", "private-key"),
+    ]
+    assert all("placeholder" in d.message for d in report.diagnostics)
+
+
+def test_a_real_key_where_the_placeholder_was_is_an_error(repo: Path) -> None:
+    indented = "\n            ".join(private_key_pem().splitlines())
+    oem = repo / "derivatives" / "edge" / "oem" / "20_git.yaml"
+    oem.write_text(KAIROS_GIT_CONFIG.format(key=indented))
+    report = validate_paths([repo])
+    assert [(d.line, d.column, d.severity, d.rule) for d in report.diagnostics] == [
+        (10, 13, "error", "private-key")
+    ]
+    assert "must never be committed" in report.errors[0].message
+
+
 def test_cosign_key_files_are_refused(repo: Path, interop: Path) -> None:
     keys = repo / "derivatives" / "edge" / "overlay" / "keys"
     keys.mkdir()
