@@ -41,6 +41,7 @@ from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher  # noqa: E402
 
 from cosgitops import model  # noqa: E402
 from cosgitops.publish import paths  # noqa: E402
+from cosgitops.publish.listing import LISTING_NAME, listing_target_path  # noqa: E402
 from cosgitops.publish.publisher import open_index, publish_releases, refresh, yank  # noqa: E402
 from cosgitops.publish.rolekeys import KeyRing  # noqa: E402
 from cosgitops.publish.tufapi import (  # noqa: E402
@@ -53,7 +54,7 @@ from cosgitops.publish.tufapi import (  # noqa: E402
     Targets,
     Timestamp,
 )
-from cosgitops.publish.tufrepo import serializer  # noqa: E402
+from cosgitops.publish.tufrepo import release_targets, serializer  # noqa: E402
 from tests.helpers.services import StaticServer  # noqa: E402
 from tests.publish import factory  # noqa: E402
 
@@ -103,24 +104,36 @@ class CountingFetcher(Urllib3Fetcher):
             self.log.append((url, received))
 
 
+def _counted(url: str) -> bool:
+    return "/metadata/" in url or url.endswith("." + LISTING_NAME)
+
+
 class Device:
     """A device with a persistent metadata cache, looking up its own releases."""
 
     def __init__(self, public: Path, server: StaticServer, workdir: Path, derivative: str):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.fetcher = CountingFetcher()
         self.client = factory.Client(public, server.url, workdir, fetcher=self.fetcher)
         self.derivative = derivative
         self.log: list[tuple[str, int]] = []
 
     def refresh(self, versions: Sequence[str]) -> int:
-        """Metadata bytes one refresh + lookup of ``versions`` downloads."""
+        """Bytes one refresh downloads as the agent does it: the metadata, the release
+        listing (when it changed) and a lookup of ``versions``."""
         self.fetcher.log.clear()
         updater = self.client.refresh()
+        listing = updater.get_targetinfo(listing_target_path(self.derivative))
+        if listing is not None:
+            local = self.workdir / f"{self.derivative}.versions.json"
+            if updater.find_cached_target(listing, str(local)) is None:
+                updater.download_target(listing, str(local))
         for version in versions:
             info = updater.get_targetinfo(paths.release_target_path(self.derivative, version))
             assert info is not None, version
-        self.log = [(url.split("/metadata/", 1)[-1], n) for url, n in self.fetcher.log]
-        return sum(n for url, n in self.fetcher.log if "/metadata/" in url)
+        self.log = [(url.rsplit("/", 1)[-1], n) for url, n in self.fetcher.log]
+        return sum(n for url, n in self.fetcher.log if _counted(url))
 
 
 def cold_bytes_per_device(public: Path) -> dict[str, int]:
@@ -139,8 +152,13 @@ def cold_bytes_per_device(public: Path) -> dict[str, int]:
         (folder / paths.metadata_file("snapshot", index.snapshot.signed.version)).stat().st_size
     )
     shards = {shard: size(shard) for shard in paths.SHARD_ROLES}
+
+    def listing(name: str) -> int:
+        target = index.role(name).signed.targets.get(listing_target_path(name))
+        return 0 if target is None else int(target.length)
+
     return {
-        name: common + shards[paths.shard_role_for(name)] + size(name)
+        name: common + shards[paths.shard_role_for(name)] + size(name) + listing(name)
         for name in index.derivatives()
     }
 
@@ -169,7 +187,7 @@ def build_alternative(
     if flat:
         top = Targets(expires=expires)
         for derivative in index.derivatives():
-            top.targets.update(index.index.role(derivative).signed.targets)
+            top.targets.update({t.path: t for t in release_targets(index.index.role(derivative))})
     else:
         top = Targets(
             expires=expires,
@@ -181,7 +199,10 @@ def build_alternative(
                 derivative, [targets_key.keyid], 1, True, paths.derivative_paths(derivative)
             )
             roles[derivative] = Metadata(
-                Targets(expires=expires, targets=index.index.role(derivative).signed.targets)
+                Targets(
+                    expires=expires,
+                    targets={t.path: t for t in release_targets(index.index.role(derivative))},
+                )
             )
     roles["targets"] = Metadata(top)
     snapshot = Snapshot(expires=now + timedelta(days=7))

@@ -43,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "release": "cosgitops.commands.release:release_command",
     "boot-test": "cosgitops.commands.boottest:boot_test_command",
     "device": "cosgitops.commands.device:device_group",
+    "disk": "cosgitops.commands.disk:disk_command",
+    "medium": "cosgitops.commands.disk:medium_command",
     "demo": "cosgitops.commands.release:demo_command",
 }
 
@@ -63,6 +65,8 @@ SHORT_HELP: dict[str, str] = {
     "release": "plan + build + push + sign + publish: what CI runs on merge.",
     "boot-test": "Boot a candidate in QEMU: upgrade, health checks, fallback; attest it.",
     "device": "The on-device agent: status, check, upgrade, rollback, boot-check, reset.",
+    "disk": "Write a bootable cOS-layout disk image of a derivative's release.",
+    "medium": "Write an update medium (index + images) for devices without a network.",
     "demo": "Run the whole commit -> release -> device upgrade loop offline.",
 }
 
@@ -93,13 +97,39 @@ def cli() -> None:
     """Git as the source of truth for a fleet of immutable, container-based Linux systems."""
 
 
-def _report_bug(exc: BaseException) -> NoReturn:
+# Where a command wants its crash reports (the device agent: inside its device root),
+# and how many of them to keep there; set through set_crash_dir().
+_crash_dir: list[tuple[str, int]] = []
+
+
+def set_crash_dir(path: str, *, keep: int = 10) -> None:
+    """Write crash reports of this run into ``path`` (created), keeping the newest ``keep``."""
+    _crash_dir[:] = [(path, keep)]
+
+
+def _crash_report_path() -> str:
     import tempfile
     import time
+
+    name = f"cosgitops-crash-{int(time.time())}-{os.getpid()}.txt"
+    if _crash_dir:
+        folder, keep = _crash_dir[0]
+        try:
+            os.makedirs(folder, exist_ok=True)
+            old = sorted(n for n in os.listdir(folder) if n.startswith("cosgitops-crash-"))
+            for stale in old[: max(len(old) - keep + 1, 0)]:
+                os.unlink(os.path.join(folder, stale))
+            return os.path.join(folder, name)
+        except OSError:
+            pass  # a full or broken device root: fall back to the usual place
+    report_dir = os.environ.get("COSGITOPS_CRASH_DIR") or tempfile.gettempdir()
+    return os.path.join(report_dir, name)
+
+
+def _report_bug(exc: BaseException) -> NoReturn:
     import traceback
 
-    report_dir = os.environ.get("COSGITOPS_CRASH_DIR") or tempfile.gettempdir()
-    path = os.path.join(report_dir, f"cosgitops-crash-{int(time.time())}-{os.getpid()}.txt")
+    path = _crash_report_path()
     try:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(f"cosgitops {__version__}\nargv: {sys.argv!r}\n\n")
@@ -121,6 +151,7 @@ def report_error(error: CosgitopsError) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
+    _crash_dir.clear()  # each run: a command sets its own (set_crash_dir)
     try:
         # Without standalone mode click returns the code of ctx.exit()/Exit instead of
         # exiting; make it the process's exit status whichever way we were started.

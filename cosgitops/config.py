@@ -37,7 +37,10 @@ class Limits:
     release_manifest_max_bytes: int = 1 * MiB
     # Layer extraction on the device
     extract_max_entries: int = 1_000_000
-    extract_max_total_bytes: int = 64 * GiB
+    extract_max_total_bytes: int = 64 * GiB  # sparse files count at their full size
+    extract_max_depth: int = 128  # directory levels of one entry path
+    extract_max_name_bytes: int = 255  # one path component (NAME_MAX)
+    extract_max_path_bytes: int = 4095  # one entry path or link target (PATH_MAX - 1)
     # Network
     http_timeout_seconds: float = 30.0
     http_retries: int = 4
@@ -53,11 +56,16 @@ class Limits:
     # often it starts over on the new state when the index changed under it
     publish_lock_timeout_seconds: float = 600.0
     publish_attempts: int = 5
-    # Device health checks
+    # Device health checks: the time limit, and how much of a check's output is kept
     health_check_timeout_seconds: float = 60.0
+    health_check_output_bytes: int = 8 * KiB
     # Device agent: its config file, and how long to wait for another agent's lock
     agent_config_max_bytes: int = 256 * KiB
     device_lock_wait_seconds: float = 30.0
+    # Free space the agent keeps on the device's file systems for its journal and its
+    # clean-up (at most a twentieth of a small file system)
+    device_reserve_bytes: int = 4 * MiB
+    device_crash_reports_kept: int = 10
     # Opt-ins that weaken security. Off by default; named so nobody sets them by accident.
     unsafe_allow_plain_http_non_loopback: bool = False
 

@@ -112,7 +112,8 @@ def file_lock(
     the caller's ``OSError``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    # never through a link: a lock file planted as a symlink is refused (ELOOP)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         deadline = time.monotonic() + timeout
         delay = _LOCK_POLL_FIRST_SECONDS

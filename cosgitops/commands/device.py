@@ -38,10 +38,18 @@ def _format_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _agent(root: Path, *, quiet: bool = True) -> Any:
+    from cosgitops.cli import set_crash_dir
+    from cosgitops.config import DEFAULT_LIMITS
     from cosgitops.device.agent import DeviceAgent
     from cosgitops.progress import terminal_progress
 
-    return DeviceAgent(root, progress=terminal_progress(quiet=quiet))
+    agent = DeviceAgent(root, progress=terminal_progress(quiet=quiet))
+    # a crash on a device is reported inside its root, where the admin looks
+    if agent.device.agent_dir.is_dir() and not agent.device.agent_dir.is_symlink():
+        set_crash_dir(
+            str(agent.device.agent_dir / "crash"), keep=DEFAULT_LIMITS.device_crash_reports_kept
+        )
+    return agent
 
 
 def _emit_json(data: Any) -> None:
@@ -100,6 +108,13 @@ def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--require-boot-test",
             is_flag=True,
             help="Refuse releases without a passing boot attestation signed by a trusted signer.",
+        ),
+        click.option(
+            "--signed-identity",
+            type=click.Choice(["repository", "digest"]),
+            default="repository",
+            show_default=True,
+            help="What a signature must bind: the release's repository too, or the digest only.",
         ),
         click.option("--platform", help="OS/ARCH of the device (default: this machine)."),
         click.option(
@@ -193,6 +208,7 @@ def _setup_from(options: dict[str, Any]) -> Any:
         identities=identities,
         sigstore_trusted_root=options["sigstore_trusted_root"],
         require_boot_test=options["require_boot_test"],
+        signed_identity=options["signed_identity"],
         platform=options["platform"],
         slot_format=options["slot_format"],
         apply_method=options["apply_method"],
@@ -265,11 +281,22 @@ def status_command(root: Path, verify: bool, output_format: str) -> None:
             click.echo(
                 f"  rejected  {item['version']:<12} {_short(item['digest'])}  {item['reason']}"
             )
-        if data["interrupted"]:
+        failed = data["failed"]
+        if failed:
             click.echo(
-                f"  an interrupted {data['interrupted']['operation']} of "
-                f"{data['interrupted']['version']} was cleaned up; run it again"
+                f"  the last {failed['operation']} of {failed['version'] or '?'} failed "
+                f"({failed['at']}): {failed['message']}"
             )
+            if failed["hint"]:
+                click.echo(f"    hint: {failed['hint']}")
+        interrupted = data["interrupted"]
+        if interrupted and not (failed and failed["at"] >= interrupted["started"]):
+            click.echo(
+                f"  an interrupted {interrupted['operation']} of {interrupted['version']} "
+                "was cleaned up; run it again"
+            )
+        for problem in data["problems"]:
+            click.echo(f"  problem: {problem}")
         if data["busy"]:
             click.echo("  another agent is working on this device right now")
     if verify and status.verified and any(v is not True for v in status.verified.values()):

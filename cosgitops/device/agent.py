@@ -1,17 +1,25 @@
 """The device agent: status, check, upgrade, rollback, boot-check, reset, install.
 
 Every operation runs under an exclusive lock on ``agent/lock`` and starts by
-recovering from whatever a crash left: an interrupted transaction is recorded and
-dropped, the slot links are made to follow ``state.json`` again, and storage that no
-state names (a half-built transition, a slot stored but never committed) is deleted.
-Because ``state.json`` is replaced atomically and only ever names complete slots, the
-device is always in either the old or the new state, never in between.
+recovering from whatever a crash left: storage that no state names (a half-built
+transition, a slot stored but never committed) is deleted first, so a full disk never
+blocks the clean-up, then the interrupted transaction is recorded and the slot links
+are made to follow ``state.json`` again. Because ``state.json`` is replaced atomically
+and only ever names complete slots, the device is always in either the old or the new
+state, never in between.
+
+An operation that began changing the device and is refused or fails (a hostile layer,
+a full disk) frees what it wrote, then records the failure in the journal
+(``failed``), then exits 1: the active slot is untouched and every command still works.
+Nothing inside the device root is followed if it is a link (:mod:`.fstree`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
-from cosgitops.device import faults
+from cosgitops.device import faults, fstree
 from cosgitops.device.apply import (
     Applier,
     BuiltinApplier,
@@ -32,6 +40,7 @@ from cosgitops.device.boot import CheckResult, boot_outcome, run_health_checks
 from cosgitops.device.cache import CacheStats, LayerCache
 from cosgitops.device.choose import (
     Choice,
+    ChoiceReason,
     ChoiceRequest,
     InstalledRelease,
     ReleaseCandidate,
@@ -49,18 +58,28 @@ from cosgitops.device.config import (
 from cosgitops.device.index import FetchStats, ReleaseIndex
 from cosgitops.device.layout import DeviceRoot
 from cosgitops.device.rollout import wariness_from_machine_id
-from cosgitops.device.slots import SlotStore
+from cosgitops.device.slots import SlotStore, check_storage
+from cosgitops.device.space import DiskFullError, full_disk_error, is_disk_full
 from cosgitops.device.state import (
     BootAssessment,
     DeviceState,
+    Failure,
+    RecoveryCopy,
     RejectedList,
     RejectedRelease,
     SlotRecord,
     StateJournal,
     Transaction,
+    UnreadableJournalError,
     now_text,
 )
-from cosgitops.errors import ConfigError, CosgitopsError, DeviceError, NotFoundError
+from cosgitops.errors import (
+    ConfigError,
+    CosgitopsError,
+    DeviceError,
+    NotFoundError,
+    RemoteDataError,
+)
 from cosgitops.fsutil import atomic_write_bytes, atomic_write_text, file_lock
 from cosgitops.progress import NULL_PROGRESS, Progress
 
@@ -91,6 +110,7 @@ class DeviceStatus:
     busy: bool = False
     verified: dict[str, bool | str] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what recovery could not fix
 
     @property
     def pending(self) -> bool:
@@ -114,6 +134,8 @@ class DeviceStatus:
                 for r in self.rejected
             ],
             "interrupted": interrupted.to_json() if interrupted else None,
+            "failed": self.state.failed.to_json() if self.state.failed else None,
+            "problems": list(self.problems),
             "busy": self.busy,
             "generation": self.state.generation,
             "verified": self.verified or None,
@@ -232,6 +254,7 @@ class DeviceSetup:
     identities: tuple[TrustedIdentity, ...] = ()
     sigstore_trusted_root: Path | None = None
     require_boot_test: bool = False
+    signed_identity: str = "repository"  # or "digest": what a signature must bind
     platform: str | None = None
     slot_format: str = "dir"
     apply_method: str = "builtin"
@@ -258,6 +281,7 @@ class DeviceSetup:
             identities=self.identities,
             trusted_root=local(self.sigstore_trusted_root),
             require_boot_test=self.require_boot_test,
+            signed_identity=self.signed_identity,
             channel=self.channel,
             platform=self.platform or host_platform_name(),
             index_ca_file=local(self.index_ca),
@@ -289,12 +313,38 @@ def _agent_busy(_path: Path) -> DeviceError:
     )
 
 
-def _exclusive_lock(
-    path: Path, *, wait: float, blocking: bool = True
-) -> contextlib.AbstractContextManager[bool]:
-    """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy."""
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, *, wait: float, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``path``'s flock; yields False instead when not ``blocking`` and it is busy.
+
+    Neither ``agent/`` nor ``agent/lock`` may be a link (``file_lock`` opens with
+    ``O_NOFOLLOW``): a planted symlink is refused, never followed."""
+    with fstree.opened_dir(path.parent.parent, [path.parent.name], create=True):
+        pass
     timeout, busy = (wait, _agent_busy) if blocking else (0.0, None)
-    return file_lock(path, timeout=timeout, busy=busy, mode=0o600)
+    with contextlib.ExitStack() as stack:
+        try:
+            locked = stack.enter_context(file_lock(path, timeout=timeout, busy=busy, mode=0o600))
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR):
+                raise
+            raise fstree.ForeignEntryError(
+                f"{path} is a symlink or a directory, not the agent's lock file",
+                hint=f"remove {path} (the agent creates it); it never follows links inside "
+                "the device root",
+            ) from exc
+        yield locked
+
+
+@contextlib.contextmanager
+def _disk_full_refused(where: Path, what: str) -> Iterator[None]:
+    """A full disk anywhere in an operation is a refusal (exit 1), never a crash."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise full_disk_error(where, what, exc) from exc
+        raise
 
 
 class DeviceAgent:
@@ -315,6 +365,7 @@ class DeviceAgent:
         self.journal = StateJournal(self.device.state_file)
         self.rejected = RejectedList(self.device.rejected_file)
         self.slots = SlotStore(self.device)
+        self.recovery_copy = RecoveryCopy(self.device.recovery_dir / "slot.json")
         self._config: AgentConfig | None = None
 
     # ------------------------------------------------------------ basics
@@ -342,27 +393,84 @@ class DeviceAgent:
             return float(self.config.wariness)
         return wariness_from_machine_id(self.machine_id() or "unknown")
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[DeviceState]:
-        """The lock, plus recovery from any crash, before an operation touches anything."""
+    def _require_root(self) -> None:
         if not self.device.root.is_dir():
             raise DeviceError(
                 f"device root {self.device.root} does not exist",
                 hint="create it with `cosgitops device install`",
             )
-        with _exclusive_lock(self.device.lock_file, wait=self.limits.device_lock_wait_seconds):
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[DeviceState]:
+        """The lock, plus recovery from any crash, before an operation touches anything."""
+        self._require_root()
+        with (
+            _exclusive_lock(self.device.lock_file, wait=self.limits.device_lock_wait_seconds),
+            _disk_full_refused(self.device.root, "working on the device root"),
+        ):
             yield self._recover()
 
     def _recover(self) -> DeviceState:
+        """Free what a crash left, then journal it, then make the links follow the state."""
         state = self.journal.load()
         if state.transaction is not None:
-            state = self.journal.save(
-                replace(state, transaction=None, interrupted=state.transaction)
-            )
-        self.slots.reconcile(state)
+            cleaned = replace(state, transaction=None, interrupted=state.transaction)
+            self.slots.reconcile(cleaned)  # frees first: the journal write needs room
+            state = self.journal.save(cleaned)
+        else:
+            self.slots.reconcile(state)
+        with contextlib.suppress(OSError):  # a convenience copy; the journal is the truth
+            self.recovery_copy.save(state.recovery)
         return state
 
-    def _policy(self) -> object:
+    def _begin(self, state: DeviceState, transaction: Transaction) -> DeviceState:
+        return self.journal.save(replace(state, transaction=transaction))
+
+    def _abandon(self, state: DeviceState, exc: BaseException) -> None:
+        """An operation that began was refused or failed: free what it wrote, then
+        journal the failure. Neither step may hide ``exc``; what they cannot do now,
+        the next command's recovery does."""
+        transaction = state.transaction
+        if isinstance(exc, CosgitopsError):
+            message, hint = exc.message, exc.hint or ""
+        else:
+            message, hint = f"{type(exc).__name__}: {exc}", ""
+        failure = Failure(
+            transaction.operation if transaction else "operation",
+            transaction.version if transaction else "",
+            message[:2000],
+            hint[:1000],
+            now_text(),
+        )
+        cleaned = replace(state, transaction=None, failed=failure)
+        with contextlib.suppress(CosgitopsError, OSError):
+            self.slots.reconcile(cleaned)
+        if is_disk_full(exc) or isinstance(exc, DiskFullError):
+            with contextlib.suppress(CosgitopsError, OSError):
+                self._collect_cache(cleaned)
+        with contextlib.suppress(OSError):
+            self.journal.save(cleaned)
+
+    @contextlib.contextmanager
+    def _transaction(self, state: DeviceState, transaction: Transaction) -> Iterator[DeviceState]:
+        """Journal ``transaction``, run the body; on any failure free, journal, re-raise."""
+        begun = self._begin(state, transaction)
+        try:
+            yield begun
+        except BaseException as exc:
+            self._abandon(begun, exc)
+            if is_disk_full(exc):
+                raise full_disk_error(
+                    self.device.root, f"running {transaction.operation}", exc
+                ) from exc
+            raise
+
+    def _policy(self, image: str) -> object:
+        """The signature policy for a release whose signed index entry names ``image``:
+        the trusted keys and identities, and (unless the config says ``signedIdentity:
+        digest``) the repository the signature must name."""
+        from cosgitops.oci.reference import parse_reference
+        from cosgitops.signing.image import signed_identity
         from cosgitops.signing.keys import load_public_key
         from cosgitops.signing.policy import TrustedKey, VerificationPolicy, check_identity
 
@@ -377,7 +485,15 @@ class DeviceAgent:
             if config.trusted_root
             else None
         )
-        return VerificationPolicy(keys=keys, identities=identities, trusted_root=trusted_root)
+        repository = parse_reference(image).name
+        return VerificationPolicy(
+            keys=keys,
+            identities=identities,
+            trusted_root=trusted_root,
+            signed_identity=(
+                signed_identity(repository) if config.signed_identity == "repository" else None
+            ),
+        )
 
     def _store(self, image: str) -> Any:
         from cosgitops.oci import open_store
@@ -478,13 +594,32 @@ class DeviceAgent:
     # ------------------------------------------------------------ queries
 
     def status(self, *, verify: bool = False) -> DeviceStatus:
-        """The device's state; recovers from a crash first unless another agent is busy."""
-        if not self.device.root.is_dir():
-            raise DeviceError(f"device root {self.device.root} does not exist")
-        with _exclusive_lock(self.device.lock_file, wait=0, blocking=False) as locked:
-            state = self._recover() if locked else self.journal.load()
+        """The device's state; recovers from a crash first unless another agent is busy.
+
+        Only an unusable journal makes it fail; what recovery cannot fix (a link or a
+        folder the agent did not make, a full disk) is listed in ``problems``."""
+        self._require_root()
+        with (
+            _exclusive_lock(self.device.lock_file, wait=0, blocking=False) as locked,
+            _disk_full_refused(self.device.root, "reading the device state"),
+        ):
+            problems: list[str] = []
+            state = self.journal.load()
+            self.slots.check_state(state)
+            if locked:
+                try:
+                    state = self._recover()
+                except UnreadableJournalError:
+                    raise
+                except (CosgitopsError, OSError) as exc:
+                    problems.append(_describe(exc))
             report = DeviceStatus(
-                self.device, state, self.rejected.load(), self._config_or_none(), busy=not locked
+                self.device,
+                state,
+                self.rejected.load(),
+                self._config_or_none(),
+                busy=not locked,
+                problems=problems,
             )
             if verify and locked:
                 for name in ("active", "passive", "recovery"):
@@ -492,7 +627,7 @@ class DeviceAgent:
                     if record is None or not record.storage:
                         continue
                     try:
-                        self.slots.verify(record)
+                        self.slots.verify(record, name)
                         report.verified[name] = True
                     except CosgitopsError as exc:
                         report.verified[name] = exc.message
@@ -523,15 +658,12 @@ class DeviceAgent:
             faults.crash_point("index-refreshed")
             if recovery:
                 choice = self._recovery_choice(releases, state, version)
+                choice = self._repair_recovery(choice, state)
             else:
                 choice = choose_release(releases, self._request(state, version, force))
             if choice.release is None:
                 if version is not None and not (state.active and state.active.version == version):
-                    raise (
-                        NotFoundError(choice.summary)
-                        if "not published" in choice.summary
-                        else (DeviceError(choice.summary, hint="see `cosgitops device check`"))
-                    )
+                    raise self._pin_error(choice, index, version)
                 self._collect_cache(state)
                 return UpgradeReport(
                     "none",
@@ -557,52 +689,49 @@ class DeviceAgent:
                 store,
                 release,
                 manifest,
-                policy=self._policy(),
+                policy=self._policy(release.image),
                 platform=self.config.platform,
                 limits=self.limits,
             )
             if self.config.require_boot_test:
                 from cosgitops.boottest.gate import require_boot_attestation
 
-                require_boot_attestation(store, manifest, self._policy(), limits=self.limits)
+                require_boot_attestation(
+                    store, manifest, self._policy(release.image), limits=self.limits
+                )
             faults.crash_point("signature-verified")
             operation = "upgrade-recovery" if recovery else "upgrade"
-            state = self.journal.save(
-                replace(
-                    state,
-                    transaction=Transaction(
-                        operation, release.version, image.digest, release.image, now_text()
-                    ),
-                )
+            applier = self._applier()
+            partition = "recovery" if recovery else "state"
+            applier.check_space(image, partition)  # a refusal before anything is written
+            transaction = Transaction(
+                operation, release.version, image.digest, release.image, now_text()
             )
-            faults.crash_point("journal-begun")
-            try:
-                result = self._applier().apply(
-                    image, store, "recovery" if recovery else "state", self.progress
-                )
-            except BaseException:
-                # Refused or failed: nothing was switched; drop the half-built slot.
-                with contextlib.suppress(Exception):
-                    state = self.journal.save(replace(state, transaction=None))
-                    self.slots.reconcile(state)
-                raise
-            record = result.record
-            previous = state.recovery if recovery else state.active
-            if recovery:
-                new_state = replace(state, recovery=record, transaction=None, interrupted=None)
-            else:
-                first = state.active is None
-                new_state = replace(
-                    state,
-                    active=record,
-                    passive=state.active,
-                    boot=BootAssessment(pending=not first),
-                    transaction=None,
-                    interrupted=None,
-                )
-            new_state = self.journal.save(new_state)
+            with self._transaction(state, transaction) as state:
+                faults.crash_point("journal-begun")
+                result = applier.apply(image, store, partition, self.progress)
+                record = result.record
+                previous = state.recovery if recovery else state.active
+                if recovery:
+                    new_state = replace(
+                        state, recovery=record, transaction=None, interrupted=None, failed=None
+                    )
+                else:
+                    first = state.active is None
+                    new_state = replace(
+                        state,
+                        active=record,
+                        passive=state.active,
+                        boot=BootAssessment(pending=not first),
+                        transaction=None,
+                        interrupted=None,
+                        failed=None,
+                    )
+                new_state = self.journal.save(new_state)
             faults.crash_point("state-committed")
             self.slots.reconcile(new_state)
+            with contextlib.suppress(OSError):
+                self.recovery_copy.save(new_state.recovery)
             faults.crash_point("links-updated")
             self._collect_cache(new_state)
             faults.crash_point("cache-collected")
@@ -622,6 +751,39 @@ class DeviceAgent:
                 seconds=time.monotonic() - started,
                 pending=new_state.boot.pending and not recovery,
             )
+
+    def _repair_recovery(self, choice: Choice, state: DeviceState) -> Choice:
+        """The recovery slot already holds the release, but is damaged: install it again."""
+        recovery = state.recovery
+        if choice.reason is not ChoiceReason.INSTALLED or recovery is None or choice.goal is None:
+            return choice
+        try:
+            self.slots.verify(recovery, "recovery")
+            return choice
+        except CosgitopsError as exc:
+            return replace(
+                choice,
+                release=choice.goal,
+                path=(choice.goal,),
+                summary=f"reinstall {recovery.version} into the damaged recovery slot "
+                f"({exc.message})",
+                reason=ChoiceReason.PINNED,
+            )
+
+    @staticmethod
+    def _pin_error(choice: Choice, index: ReleaseIndex, version: str) -> CosgitopsError:
+        """Why ``--version V`` cannot be applied, as the error that says what to do."""
+        if choice.reason is ChoiceReason.NOT_PUBLISHED:
+            problem = index.problem_for(version)
+            if problem is not None:
+                return RemoteDataError(
+                    f"version {version} is in the index, but its entry is unusable: {problem}",
+                    hint="the publisher must republish that release; nothing was applied",
+                )
+            return NotFoundError(
+                choice.summary, hint="`cosgitops device check` lists the published versions"
+            )
+        return DeviceError(choice.summary, hint="see `cosgitops device check`")
 
     def _recovery_choice(
         self, releases: list[ReleaseCandidate], state: DeviceState, version: str | None
@@ -665,14 +827,18 @@ class DeviceAgent:
             faults.crash_point("boot-attempt-counted")
             if active.format == "elemental":
                 results = run_health_checks(
-                    config.checks, Path("/"), max_timeout=self.limits.health_check_timeout_seconds
+                    config.checks,
+                    Path("/"),
+                    max_timeout=self.limits.health_check_timeout_seconds,
+                    output_bytes=self.limits.health_check_output_bytes,
                 )
             else:
-                with self.slots.view(active) as tree:
+                with self.slots.view(active, "active") as tree:
                     results = run_health_checks(
                         config.checks,
                         tree,
                         max_timeout=self.limits.health_check_timeout_seconds,
+                        output_bytes=self.limits.health_check_output_bytes,
                     )
             passed = all(result.passed for result in results)
             outcome = boot_outcome(passed, attempts, config.max_attempts)
@@ -727,51 +893,105 @@ class DeviceAgent:
             return self._switch_back(state, "rolled back by hand", automatic=False)
 
     def reset(self) -> SwitchReport:
-        """Replace the active slot with a verified copy of the recovery slot."""
-        with self._session() as initial:
-            state = initial
+        """Replace the active slot with a verified copy of the recovery slot.
+
+        Also the way back from an unusable journal: the recovery slot's record is kept
+        on the recovery partition too (``recovery/slot.json``), the unusable
+        ``state.json`` is moved aside and a new journal is built around the copy."""
+        self._require_root()
+        with (
+            _exclusive_lock(self.device.lock_file, wait=self.limits.device_lock_wait_seconds),
+            _disk_full_refused(self.device.root, "resetting the device"),
+        ):
+            try:
+                state = self._recover()
+            except UnreadableJournalError as exc:
+                state = self._rebuilt_state(exc)
             recovery = state.recovery
             if recovery is None or not recovery.storage:
                 raise DeviceError(
                     "there is no recovery slot", hint="install one with `device upgrade --recovery`"
                 )
-            self.slots.verify(recovery)
-            state = self.journal.save(
-                replace(
-                    state,
-                    transaction=Transaction(
-                        "reset", recovery.version, recovery.digest, recovery.image, now_text()
-                    ),
+            transaction = Transaction(
+                "reset", recovery.version, recovery.digest, recovery.image, now_text()
+            )
+            with self._transaction(state, transaction) as state:
+                # inside the transaction: a refusal is recorded with what to do instead
+                self.slots.verify(recovery, "recovery")
+                faults.crash_point("reset-begun")
+                self.slots.copy_into_transition(recovery, "state")
+                faults.crash_point("reset-copied")
+                label = f"{recovery.version}-reset"
+                storage, tree, image_file = self.slots.store_transition(
+                    "state", label, self.config.slot_format
                 )
-            )
-            self.slots.copy_into_transition(recovery, "state")
-            label = f"{recovery.version}-reset"
-            storage, tree, image_file = self.slots.store_transition(
-                "state", label, self.config.slot_format
-            )
-            if recovery.tree_digest and tree != recovery.tree_digest:
-                raise DeviceError("the copy of the recovery slot does not match it")
-            record = replace(
-                recovery,
-                storage=storage,
-                format=self.config.slot_format,
-                tree_digest=tree,
-                file_digest=image_file,
-                installed=now_text(),
-            )
-            left = state.active
-            new_state = self.journal.save(
-                replace(
-                    state,
-                    active=record,
-                    passive=None,
-                    boot=BootAssessment(),
-                    transaction=None,
-                    interrupted=None,
+                faults.crash_point("reset-stored")
+                if recovery.tree_digest and tree != recovery.tree_digest:
+                    raise DeviceError(
+                        "the copy of the recovery slot does not match it",
+                        hint="the recovery slot changed while it was copied; run the reset again",
+                    )
+                record = replace(
+                    recovery,
+                    storage=storage,
+                    format=self.config.slot_format,
+                    tree_digest=tree,
+                    file_digest=image_file,
+                    installed=now_text(),
                 )
-            )
+                left = state.active
+                new_state = self.journal.save(
+                    replace(
+                        state,
+                        active=record,
+                        passive=None,
+                        boot=BootAssessment(),
+                        transaction=None,
+                        interrupted=None,
+                        failed=None,
+                    )
+                )
             self.slots.reconcile(new_state)
             return SwitchReport("reset", record, left)
+
+    def _rebuilt_state(self, error: UnreadableJournalError) -> DeviceState:
+        """A state holding only the recovery slot, for a reset of an unusable journal."""
+        recovery = self.recovery_copy.load()
+        if recovery is not None:
+            try:
+                check_storage("recovery", recovery)
+            except CosgitopsError:
+                recovery = None
+        if recovery is None:
+            raise DeviceError(
+                f"{error.message}, and there is no copy of the recovery slot's record "
+                f"({self.recovery_copy.path}) to rebuild it from",
+                hint="move the device root aside and set the device up again with "
+                "`cosgitops device install`",
+            ) from error
+        self._set_aside(self.device.state_file)
+        state = DeviceState(recovery=recovery)
+        self.slots.point("recovery", recovery)
+        return state
+
+    def _set_aside(self, path: Path) -> None:
+        """Keep an unusable file for inspection under a new name (never delete it)."""
+        with fstree.opened_dir(self.device.root, [path.parent.name]) as folder:
+            if folder is None or fstree.lstat_at(path.name, folder) is None:
+                return
+            stamp = now_text().replace(":", "")
+            os.rename(
+                path.name,
+                f"{path.name}.unusable-{stamp}-{secrets.token_hex(2)}",
+                src_dir_fd=folder,
+                dst_dir_fd=folder,
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, CosgitopsError):
+        return f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _host_machine_id() -> str:

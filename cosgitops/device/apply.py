@@ -23,9 +23,11 @@ from cosgitops.device.choose import ReleaseCandidate
 from cosgitops.device.extract import ExtractBudget, extract_layer
 from cosgitops.device.layout import DeviceRoot
 from cosgitops.device.slots import SlotStore
+from cosgitops.device.space import SpaceGuard, full_disk_error, is_disk_full
 from cosgitops.device.state import SlotRecord, now_text
 from cosgitops.errors import DeviceError, IntegrityError, RemoteDataError, VerificationError
 from cosgitops.model import ReleaseManifest
+from cosgitops.oci.digest import DIGEST_RE
 from cosgitops.oci.reference import Reference
 from cosgitops.oci.store import Descriptor, ImageStore
 from cosgitops.progress import NULL_PROGRESS, Progress
@@ -40,6 +42,7 @@ class VerifiedImage:
     manifest_digest: str  # the platform manifest whose layers are applied
     layers: tuple[Descriptor, ...]
     signer: str
+    diff_ids: tuple[str, ...] = ()  # the config's rootfs.diff_ids, one per layer
 
     @property
     def digest(self) -> str:
@@ -76,10 +79,21 @@ def verify_release_image(
     signer = result.signer
     manifest, config = fetch_image_manifest(store, digest, platform, limits=limits)
     layers = tuple(manifest.children()[1:])
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
-    if isinstance(diff_ids, list) and len(diff_ids) != len(layers):
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(
+        isinstance(item, str) and DIGEST_RE.match(item) for item in diff_ids
+    ):
         raise RemoteDataError(
-            f"image {digest}: {len(layers)} layers but {len(diff_ids)} diff_ids in its config"
+            f"image {digest}: its config has no valid rootfs.diff_ids",
+            hint="every OCI image config lists the uncompressed digest of each layer; "
+            "rebuild the image",
+        )
+    if len(diff_ids) != len(layers):
+        raise RemoteDataError(
+            f"image {digest}: {len(layers)} layers but {len(diff_ids)} diff_ids in its config",
+            hint="the image's manifest and its config disagree (a broken or tampered build); "
+            "nothing was downloaded or applied",
         )
     for layer in layers:
         if layer.size < 0 or layer.size > limits.blob_max_bytes:
@@ -101,6 +115,7 @@ def verify_release_image(
         manifest_digest=manifest.digest,
         layers=layers,
         signer=signer,
+        diff_ids=tuple(diff_ids),
     )
 
 
@@ -111,7 +126,14 @@ class ApplyResult:
 
 
 class Applier(Protocol):
-    """Installs a verified image into a slot of a partition (``state`` or ``recovery``)."""
+    """Installs a verified image into a slot of a partition (``state`` or ``recovery``).
+
+    ``check_space`` runs before the journal names the operation: it refuses
+    (:class:`~cosgitops.device.space.DiskFullError`) what cannot fit. ``apply`` must
+    never follow a link inside the device root, must free what it wrote when it fails,
+    and must leave the active slot bootable whatever happens."""
+
+    def check_space(self, image: VerifiedImage, partition: str) -> None: ...
 
     def apply(
         self, image: VerifiedImage, store: ImageStore, partition: str, progress: Progress
@@ -128,6 +150,24 @@ class BuiltinApplier:
         self.cache = LayerCache(device)
         self.slots = SlotStore(device)
 
+    def check_space(self, image: VerifiedImage, partition: str) -> None:
+        """Before anything is written: the missing layers must fit into the cache, and
+        the image's declared size (its compressed layers, a lower bound of what it
+        unpacks to) into the partition, each beyond the reserve kept for the journal."""
+        blobs = self.device.blobs_dir
+        target = self.device.partition(partition)
+        blobs.mkdir(parents=True, exist_ok=True)
+        reserve = self.limits.device_reserve_bytes
+        download = self.cache.missing_bytes(image.layers)
+        what = f"release {image.release.version}"
+        if _same_file_system(blobs, target):
+            SpaceGuard(target, reserve=reserve, what=what).check_total(
+                download + image.size, f"{what} (download and unpack)"
+            )
+            return
+        SpaceGuard(blobs, reserve=reserve, what=what).check_total(download, f"{what} (download)")
+        SpaceGuard(target, reserve=reserve, what=what).check_total(image.size, f"{what} (unpack)")
+
     def apply(
         self,
         image: VerifiedImage,
@@ -136,12 +176,27 @@ class BuiltinApplier:
         progress: Progress = NULL_PROGRESS,
     ) -> ApplyResult:
         stats = CacheStats()
+        self.check_space(image, partition)
         for layer in image.layers:
-            self.cache.fetch(store, layer, stats, progress)
+            try:
+                self.cache.fetch(store, layer, stats, progress)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.cache.discard_partial(layer.digest)  # free first
+                raise full_disk_error(
+                    self.device.blobs_dir, f"downloading layer {layer.digest[:19]}", exc
+                ) from exc
             faults.crash_point("layer-downloaded")
         staging = self.slots.fresh_transition(partition)
         budget = ExtractBudget(self.limits)
-        for layer in image.layers:
+        space = SpaceGuard(
+            self.device.partition(partition),
+            reserve=self.limits.device_reserve_bytes,
+            what=f"unpacking {image.release.version}",
+        )
+        diff_ids: tuple[str | None, ...] = image.diff_ids or (None,) * len(image.layers)
+        for layer, diff_id in zip(image.layers, diff_ids, strict=True):
             task = progress.task(f"unpack {layer.digest[:19]}", total=None)
             try:
                 extract_layer(
@@ -149,7 +204,9 @@ class BuiltinApplier:
                     digest=layer.digest,
                     media_type=layer.media_type,
                     slot=staging,
+                    diff_id=diff_id,
                     budget=budget,
+                    space=space,
                     on_entry=lambda count: (
                         faults.crash_point("extract-partial") if count == 2 else None
                     ),
@@ -163,7 +220,16 @@ class BuiltinApplier:
             faults.crash_point("layer-extracted")
         faults.crash_point("transition-complete")
         label = f"{image.release.version}-{image.digest.split(':', 1)[1][:12]}"
-        storage, tree, image_file = self.slots.store_transition(partition, label, self.slot_format)
+        try:
+            storage, tree, image_file = self.slots.store_transition(
+                partition, label, self.slot_format
+            )
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise full_disk_error(
+                    self.device.partition(partition), "storing the new slot", exc
+                ) from exc
+            raise
         faults.crash_point("slot-stored")
         record = SlotRecord(
             version=image.release.version,
@@ -180,11 +246,21 @@ class BuiltinApplier:
         return ApplyResult(record, stats)
 
 
+def _same_file_system(left: Path, right: Path) -> bool:
+    try:
+        return left.stat().st_dev == right.stat().st_dev
+    except OSError:
+        return True
+
+
 class ElementalApplier:
     """Hands the verified ``NAME@DIGEST`` to ``elemental upgrade`` (a real cOS system)."""
 
     def __init__(self, command: str) -> None:
         self.command = command
+
+    def check_space(self, image: VerifiedImage, partition: str) -> None:
+        """elemental checks its own partitions."""
 
     def argv(self, image: VerifiedImage, partition: str) -> list[str]:
         if image.reference.is_oci_layout:

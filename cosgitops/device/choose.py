@@ -9,6 +9,7 @@ and a verdict for every release, so ``device check`` can explain itself.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,23 @@ class Verdict:
         }
 
 
+class ChoiceReason(enum.Enum):
+    """Why a choice came out as it did: what callers decide on (``summary`` is prose)."""
+
+    INSTALL = "install"  # nothing installed; the goal is the first release
+    UPGRADE = "upgrade"  # straight to the goal
+    STEP = "step"  # the goal needs a stepping stone first (upgradeFrom)
+    PARTIAL = "partial"  # the goal is out of reach; as far as upgradeFrom allows
+    FORCED = "forced"  # --force: the best release is not newer
+    PINNED = "pinned"  # --version V
+    UP_TO_DATE = "up-to-date"
+    NONE_AVAILABLE = "none-available"  # nothing on the channel for a fresh device
+    UNREACHABLE = "unreachable"  # upgradeFrom excludes the installed version everywhere
+    INSTALLED = "installed"  # the pinned version is what is installed
+    NOT_PUBLISHED = "not-published"  # the pinned version is not in the index
+    REFUSED = "refused"  # the pinned version exists but the rules refuse it
+
+
 @dataclass(frozen=True)
 class Choice:
     release: ReleaseCandidate | None  # apply this next; None = nothing to do
@@ -145,7 +163,12 @@ class Choice:
     summary: str
     verdicts: tuple[Verdict, ...] = ()
     downgrade: bool = False
-    refused: bool = False  # a pinned version exists but the rules refuse it
+    reason: ChoiceReason = ChoiceReason.UP_TO_DATE
+
+    @property
+    def refused(self) -> bool:
+        """A pinned version exists but the rules refuse it."""
+        return self.reason is ChoiceReason.REFUSED
 
     @property
     def action(self) -> str:
@@ -160,6 +183,7 @@ class Choice:
             "goal": self.goal.to_json() if self.goal else None,
             "path": [step.version for step in self.path],
             "summary": self.summary,
+            "reason": self.reason.value,
             "refused": self.refused,
             "releases": [verdict.to_json() for verdict in self.verdicts],
         }
@@ -190,7 +214,13 @@ def _choose_pinned(
 ) -> Choice:
     matches = [r for r in releases if r.parsed_version == pin]
     if not matches:
-        return Choice(None, None, (), f"version {request.pin} is not published")
+        return Choice(
+            None,
+            None,
+            (),
+            f"version {request.pin} is not published",
+            reason=ChoiceReason.NOT_PUBLISHED,
+        )
     # Should a publisher ever list one version twice, prefer the copy that is not yanked.
     release = sorted(matches, key=lambda r: r.deadend)[0]
     blockers: list[str] = []
@@ -203,7 +233,13 @@ def _choose_pinned(
     if current is not None:
         current_version = parse_version(current.version)
         if pin == current_version and release.digest == current.digest:
-            return Choice(None, release, (), f"{release.version} is already installed")
+            return Choice(
+                None,
+                release,
+                (),
+                f"{release.version} is already installed",
+                reason=ChoiceReason.INSTALLED,
+            )
         if pin <= current_version:
             downgrade = True
             blockers.append(f"not newer than the installed {current.version}")
@@ -217,7 +253,7 @@ def _choose_pinned(
             (),
             f"{release.version} is refused: {'; '.join(blockers)} (--force overrides)",
             (verdict,),
-            refused=True,
+            reason=ChoiceReason.REFUSED,
         )
     forced = f" (forced past: {'; '.join(blockers)})" if blockers else ""
     return Choice(
@@ -227,6 +263,7 @@ def _choose_pinned(
         f"pinned to {release.version}{forced}",
         (verdict,),
         downgrade=downgrade,
+        reason=ChoiceReason.PINNED,
     )
 
 
@@ -281,19 +318,21 @@ def choose_release(releases: Sequence[ReleaseCandidate], request: ChoiceRequest)
     path: list[ReleaseCandidate] = []
     downgrade = False
     summary: str
+    reason: ChoiceReason
     if goal is None:
-        summary = (
-            f"up to date at {current_text}"
-            if current is not None
-            else f"no release is available on channel {request.channel!r}"
-        )
+        if current is not None:
+            summary, reason = f"up to date at {current_text}", ChoiceReason.UP_TO_DATE
+        else:
+            summary = f"no release is available on channel {request.channel!r}"
+            reason = ChoiceReason.NONE_AVAILABLE
     elif current_version is None:
         path = [goal]
-        summary = f"install {goal.version}"
+        summary, reason = f"install {goal.version}", ChoiceReason.INSTALL
     elif goal.parsed_version <= current_version:
         # Only reachable with --force: the best the index offers is not newer.
         path, downgrade = [goal], True
         summary = f"forced move from {current_text} to {goal.version}"
+        reason = ChoiceReason.FORCED
     else:
         step_version = current_version
         while step_version < goal.parsed_version and len(path) <= len(eligible):
@@ -310,18 +349,21 @@ def choose_release(releases: Sequence[ReleaseCandidate], request: ChoiceRequest)
                 f"{goal.version} is available but its upgradeFrom {goal.upgrade_from!r} "
                 f"excludes {current_text} and no published release leads there"
             )
+            reason = ChoiceReason.UNREACHABLE
         elif path[-1] is not goal:
             summary = (
                 f"{goal.version} is not reachable from {current_text}; "
                 f"moving to {path[0].version} as far as upgradeFrom allows"
             )
+            reason = ChoiceReason.PARTIAL
         elif len(path) > 1:
             summary = (
                 f"upgrade to {goal.version} through "
                 f"{' -> '.join(step.version for step in path)}; {path[0].version} first"
             )
+            reason = ChoiceReason.STEP
         else:
-            summary = f"upgrade {current_text} -> {goal.version}"
+            summary, reason = f"upgrade {current_text} -> {goal.version}", ChoiceReason.UPGRADE
 
     for index, release in enumerate(releases):
         if index in verdicts:
@@ -335,4 +377,4 @@ def choose_release(releases: Sequence[ReleaseCandidate], request: ChoiceRequest)
                 extra.append(f"superseded by {path[0].version}")
         verdicts[index] = Verdict(release.version, release.digest, not reasons, (*reasons, *extra))
     ordered = tuple(verdicts[index] for index in range(len(releases)))
-    return Choice(path[0] if path else None, goal, tuple(path), summary, ordered, downgrade)
+    return Choice(path[0] if path else None, goal, tuple(path), summary, ordered, downgrade, reason)

@@ -56,6 +56,7 @@ class AgentConfig:
     identities: tuple[TrustedIdentity, ...] = ()
     trusted_root: str | None = None
     require_boot_test: bool = False  # refuse releases without a passing boot attestation
+    signed_identity: str = "repository"  # repository | digest (what a signature must bind)
     channel: str = "stable"
     platform: str = field(default_factory=host_platform_name)
     index_ca_file: str | None = None
@@ -97,6 +98,8 @@ class AgentConfig:
             spec["trust"]["trustedRoot"] = self.trusted_root
         if self.require_boot_test:
             spec["trust"]["requireBootTest"] = True
+        if self.signed_identity != "repository":
+            spec["trust"]["signedIdentity"] = self.signed_identity
         if self.registry_ca_file:
             spec["registry"]["caFile"] = self.registry_ca_file
         if self.wariness is not None:
@@ -122,6 +125,7 @@ class AgentConfig:
             identities=tuple(Identity.from_json(item) for item in trust.get("identities") or ()),
             trusted_root=trust.get("trustedRoot"),
             require_boot_test=bool(trust.get("requireBootTest", False)),
+            signed_identity=trust.get("signedIdentity", "repository"),
             registry_insecure=bool(registry.get("insecure", False)),
             registry_ca_file=registry.get("caFile"),
             slot_format=(spec.get("slots") or {}).get("format", "dir"),

@@ -1,105 +1,63 @@
 """Safe extraction of OCI image layers into a slot.
 
-Layers come from the network, so every entry is treated as hostile: no absolute paths,
-no ``..``, no writes through symlinks (every parent is opened with ``O_NOFOLLOW``
-relative to the slot's directory descriptor, so a symlink planted by an earlier entry
-or layer cannot redirect a write), hard links only to regular files inside the slot,
-no device nodes, and limits on entry count and total size. OCI whiteouts (``.wh.NAME``)
-and opaque directories (``.wh..wh..opq``) remove what lower layers put there.
+Layers come from the network, so every entry is treated as hostile. The entry rules
+(paths, limits, which file types a slot may hold) are :mod:`.layerstream`'s, shared
+with the squashfs flattener; on top of them this module never writes through a
+symlink (every parent is opened with ``O_NOFOLLOW`` relative to the slot's directory
+descriptor, so a symlink planted by an earlier entry or layer cannot redirect a write),
+allows hard links only to regular files inside the slot, and counts what it writes
+against the free space (:class:`~cosgitops.device.space.SpaceGuard`). OCI whiteouts
+(``.wh.NAME``) and opaque directories (``.wh..wh..opq``) remove what lower layers put
+there.
 
-The layer's compressed bytes are hashed while they stream through the extractor and
-compared with the digest at the end; the caller extracts into a staging slot that is
-thrown away on any error, so a tampered cache file never becomes a bootable slot.
+The layer's compressed bytes and its uncompressed bytes are hashed while they stream
+and compared with the layer digest and the config's ``diff_id`` at the end; the caller
+extracts into a staging slot that is thrown away on any error, so a tampered cache file
+or a layer that disagrees with its signed config never becomes a bootable slot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from cosgitops.config import DEFAULT_LIMITS, Limits
-from cosgitops.errors import IntegrityError, RemoteDataError
-from cosgitops.oci import media
+from cosgitops.config import DEFAULT_LIMITS
+from cosgitops.device import fstree
+from cosgitops.device.layerstream import (
+    DiffIdMismatchError,
+    ExtractBudget,
+    LayerStream,
+    UnsafeLayerError,
+    entry_parts,
+    shown,
+    split_entry_name,
+)
+from cosgitops.device.space import SpaceGuard, full_disk_error, is_disk_full
+from cosgitops.errors import RemoteDataError
+
+__all__ = [
+    "OPAQUE_MARKER",
+    "WHITEOUT_PREFIX",
+    "DiffIdMismatchError",
+    "ExtractBudget",
+    "LayerResult",
+    "SlotWriter",
+    "UnsafeLayerError",
+    "extract_layer",
+    "split_entry_name",
+]
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _CHUNK = 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-_GZIP_TYPES = {media.OCI_LAYER_GZIP, media.DOCKER_LAYER_GZIP}
-_TAR_TYPES = {media.OCI_LAYER_TAR, "application/vnd.docker.image.rootfs.diff.tar"}
-
-
-class UnsafeLayerError(RemoteDataError):
-    """A layer tries something a slot must never contain or do."""
-
-
-@dataclass
-class ExtractBudget:
-    """Entry and byte counts shared by all layers of one slot."""
-
-    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    entries: int = 0
-    bytes: int = 0
-
-    def charge(self, entries: int, size: int, where: str) -> None:
-        self.entries += entries
-        self.bytes += size
-        if self.entries > self.limits.extract_max_entries:
-            raise UnsafeLayerError(
-                f"{where}: more than {self.limits.extract_max_entries} entries",
-                hint="the image is far larger than any OS image should be; refused as a bomb",
-            )
-        if self.bytes > self.limits.extract_max_total_bytes:
-            raise UnsafeLayerError(
-                f"{where}: more than {self.limits.extract_max_total_bytes} bytes unpacked",
-                hint="raise Limits.extract_max_total_bytes if the image is really this big",
-            )
-
-
-class _HashingReader:
-    """A read-only file wrapper that hashes what passes through it."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-        self.hash = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self.hash.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-def split_entry_name(name: str, *, what: str = "entry") -> tuple[str, ...]:
-    """The path components of a tar entry name, refusing anything that could escape."""
-    if "\x00" in name:
-        raise UnsafeLayerError(f"{what} name {name!r} contains a NUL byte")
-    if name.startswith("/"):
-        raise UnsafeLayerError(
-            f"{what} {name!r} has an absolute path",
-            hint="layer entries must be relative to the image root",
-        )
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise UnsafeLayerError(
-            f"{what} {name!r} climbs out of the image root with '..'",
-            hint="the layer was crafted to write outside the slot",
-        )
-    return parts
+_DIR_FLAGS = fstree.DIR_FLAGS
 
 
 def _display(parts: tuple[str, ...]) -> str:
@@ -147,21 +105,12 @@ class SlotWriter:
 
     @staticmethod
     def lstat(name: str, dir_fd: int) -> os.stat_result | None:
-        try:
-            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
+        return fstree.lstat_at(name, dir_fd)
 
     @staticmethod
     def remove(name: str, dir_fd: int) -> None:
-        info = SlotWriter.lstat(name, dir_fd)
-        if info is None:
-            return
-        if stat.S_ISDIR(info.st_mode):
-            # fd-based rmtree: safe against symlinks inside the tree.
-            shutil.rmtree(name, dir_fd=dir_fd)
-        else:
-            os.unlink(name, dir_fd=dir_fd)
+        # iterative and descriptor-based: safe against symlinks and any depth
+        fstree.remove_at(dir_fd, name)
 
     def set_metadata(self, name: str, dir_fd: int, member: tarfile.TarInfo) -> None:
         if self._is_root:
@@ -182,19 +131,6 @@ class LayerResult:
     whiteouts: int = 0
 
 
-def _tar_mode(media_type: str) -> str:
-    if media_type in _GZIP_TYPES:
-        return "r|gz"
-    if media_type in _TAR_TYPES:
-        return "r|"
-    if "zstd" in media_type:
-        raise UnsafeLayerError(
-            f"layer media type {media_type} (zstd) is not supported by this agent",
-            hint="publish images with gzip layers",
-        )
-    return "r|*"
-
-
 class _LayerApplier:
     def __init__(
         self,
@@ -202,11 +138,13 @@ class _LayerApplier:
         budget: ExtractBudget,
         label: str,
         on_entry: Callable[[int], None] | None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self.writer = writer
         self.budget = budget
         self.label = label
         self.on_entry = on_entry
+        self.space = space
         self.created: set[tuple[str, ...]] = set()
         self.directories: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
         self.result_entries = 0
@@ -215,9 +153,11 @@ class _LayerApplier:
 
     def apply(self, archive: tarfile.TarFile) -> None:
         for member in archive:
-            parts = split_entry_name(member.name)
-            where = f"{self.label}: {member.name!r}"
-            self.budget.charge(1, member.size if member.isreg() else 0, where)
+            where = f"{self.label}: {shown(member.name)}"
+            parts = entry_parts(member, self.label, self.budget.limits)
+            self.budget.charge_member(member, where)
+            if self.space is not None:
+                self.space.need(member.size if member.isreg() else 0, where)
             self.result_entries += 1
             if not parts:
                 continue  # the root itself ("./"): the slot root keeps its own metadata
@@ -245,7 +185,7 @@ class _LayerApplier:
 
     def _whiteout(self, parent: tuple[str, ...], name: str, raw: str) -> None:
         if name in ("", ".", "..") or "/" in name:
-            raise UnsafeLayerError(f"{self.label}: whiteout {raw!r} names no valid entry")
+            raise UnsafeLayerError(f"{self.label}: whiteout {shown(raw)} names no valid entry")
         self.whiteouts += 1
         if (*parent, name) in self.created:
             return  # whiteouts hide lower layers only
@@ -278,15 +218,6 @@ class _LayerApplier:
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...], where: str
     ) -> None:
         parent, base = parts[:-1], parts[-1]
-        if member.ischr() or member.isblk():
-            raise UnsafeLayerError(
-                f"{where} is a device node",
-                hint="device files in an OS image layer are refused; /dev is populated at boot",
-            )
-        if not (
-            member.isdir() or member.isreg() or member.issym() or member.islnk() or member.isfifo()
-        ):
-            raise UnsafeLayerError(f"{where} has an unsupported tar entry type {member.type!r}")
         with self.writer.directory(parent, create=True) as fd:
             assert fd is not None
             for depth in range(1, len(parent) + 1):
@@ -306,8 +237,6 @@ class _LayerApplier:
                     SlotWriter.remove(base, fd)
                 if member.issym():
                     os.symlink(member.linkname, base, dir_fd=fd)
-                elif member.isfifo():
-                    os.mkfifo(base, 0o600, dir_fd=fd)
                 else:
                     self._write_file(archive, member, base, fd, where)
                 self.writer.set_metadata(base, fd, member)
@@ -342,19 +271,24 @@ class _LayerApplier:
         existing: os.stat_result | None,
         where: str,
     ) -> None:
-        target = split_entry_name(member.linkname, what=f"{where}: hard link target")
+        target = split_entry_name(
+            member.linkname,
+            label=where,
+            what="the hard link target",
+            limits=self.budget.limits,
+        )
         if not target:
             raise UnsafeLayerError(f"{where}: hard link to the image root")
         with self.writer.directory(target[:-1], create=False) as target_fd:
             info = None if target_fd is None else SlotWriter.lstat(target[-1], target_fd)
             if target_fd is None or info is None:
                 raise UnsafeLayerError(
-                    f"{where}: hard link to {member.linkname!r}, which is not in the slot",
+                    f"{where}: hard link to {shown(member.linkname)}, which is not in the slot",
                     hint="hard links may only point to files the image itself contains",
                 )
             if not stat.S_ISREG(info.st_mode):
                 raise UnsafeLayerError(
-                    f"{where}: hard link to {member.linkname!r}, which is not a regular file"
+                    f"{where}: hard link to {shown(member.linkname)}, which is not a regular file"
                 )
             if existing is not None:
                 if (existing.st_dev, existing.st_ino) == (info.st_dev, info.st_ino):
@@ -369,40 +303,42 @@ def extract_layer(
     digest: str,
     media_type: str,
     slot: Path,
+    diff_id: str | None = None,
     budget: ExtractBudget | None = None,
     on_entry: Callable[[int], None] | None = None,
+    space: SpaceGuard | None = None,
 ) -> LayerResult:
     """Apply one layer (a cached blob) on top of ``slot``; raise on anything unsafe.
 
-    The blob is hashed as it streams; a digest mismatch raises :class:`IntegrityError`
-    after the fact, so the caller must treat ``slot`` as garbage on any exception.
+    The blob is hashed as it streams, compressed (``digest``) and uncompressed
+    (``diff_id``, when given); a mismatch raises after the fact, so the caller must treat
+    ``slot`` as garbage on any exception. A full disk raises
+    :class:`~cosgitops.device.space.DiskFullError`.
     """
-    budget = budget or ExtractBudget()
-    mode = _tar_mode(media_type)
+    budget = budget or ExtractBudget(DEFAULT_LIMITS)
     label = f"layer {digest[:19]}"
     writer = SlotWriter(slot)
     try:
         with blob.open("rb") as raw:
-            reader = _HashingReader(raw)
-            applier = _LayerApplier(writer, budget, label, on_entry)
-            damage: Exception | None = None
+            stream = LayerStream(
+                raw,
+                digest=digest,
+                diff_id=diff_id,
+                media_type=media_type,
+                label=label,
+                limits=budget.limits,
+            )
+            applier = _LayerApplier(writer, budget, label, on_entry, space)
             try:
-                with tarfile.open(fileobj=reader, mode=mode) as archive:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
                     applier.apply(archive)
             except (tarfile.TarError, EOFError, zlib.error) as exc:
-                damage = exc
-            reader.drain()
-            actual = "sha256:" + reader.hash.hexdigest()
-        if actual != digest:
-            raise IntegrityError(
-                f"{label} does not match its digest (got {actual})",
-                hint="the cached copy was modified on disk; it is discarded and re-downloaded",
-            )
-        if damage is not None:
-            raise RemoteDataError(
-                f"{label} is not a valid {mode[2:] or 'tar'} archive: {damage}",
-                hint="the publisher pushed a broken layer",
-            ) from damage
+                stream.damage = exc
+            stream.finish()
         return LayerResult(digest, applier.result_entries, applier.result_bytes, applier.whiteouts)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise full_disk_error(slot.parent, f"unpacking {label}", exc) from exc
+        raise
     finally:
         writer.close()

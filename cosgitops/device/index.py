@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from cosgitops.config import DEFAULT_LIMITS, Limits
+from cosgitops.device import fstree
 from cosgitops.device.choose import ReleaseCandidate
 from cosgitops.device.config import AgentConfig
 from cosgitops.device.layout import DeviceRoot
-from cosgitops.errors import ConfigError, DownloadError, RemoteDataError
+from cosgitops.errors import ConfigError, DeviceError, DownloadError, RemoteDataError
 from cosgitops.model import ReleaseManifest
 
 if TYPE_CHECKING:
@@ -132,38 +134,34 @@ def make_fetcher(url: str, *, ca_file: Path | None, limits: Limits, stats: Fetch
     return HttpFetcher()
 
 
-def _loaded_role(updater: Updater, role: str) -> Any:
-    """The verified metadata of a delegated ``role`` once a lookup has loaded it.
-
-    python-tuf has no public call to list a delegated role's targets; after
-    ``get_targetinfo`` has walked targets -> shard -> derivative, the verified role sits
-    in the updater's trusted set. This is the one place that reads python-tuf internals;
-    every path found here is looked up again through the public ``get_targetinfo``.
-    """
-    trusted = getattr(updater, "_trusted_set", None)
-    if trusted is None:
-        return None
-    try:
-        signed = trusted[role]
-    except KeyError:
-        return None
-    return signed if getattr(signed, "type", None) == "targets" else None
-
-
 def _remote_data_error(exc: Exception, what: str) -> RemoteDataError:
-    name = type(exc).__name__
-    hints = {
-        "ExpiredMetadataError": "the index has expired: the publisher must run "
-        "`cosgitops refresh`; until then nothing is installed",
-        "BadVersionNumberError": "the server offers older index metadata than this device "
-        "already trusts (a replay or rollback attack, or a stale mirror); refused",
-        "UnsignedMetadataError": "index metadata is not signed by the trusted keys; refused",
-        "LengthOrHashMismatchError": "index data does not match its signed hashes; refused",
-    }
-    return RemoteDataError(
-        f"{what}: {name}: {exc}",
-        hint=hints.get(name, "the index failed TUF verification; nothing was applied"),
+    from tuf.api import exceptions as tuf_errors
+
+    hints: tuple[tuple[type[Exception], str], ...] = (
+        (
+            tuf_errors.ExpiredMetadataError,
+            "the index has expired: the publisher must run `cosgitops refresh`; until then "
+            "nothing is installed",
+        ),
+        (
+            tuf_errors.BadVersionNumberError,
+            "the server offers older index metadata than this device already trusts (a "
+            "replay or rollback attack, or a stale mirror); refused",
+        ),
+        (
+            tuf_errors.UnsignedMetadataError,
+            "index metadata is not signed by the trusted keys; refused",
+        ),
+        (
+            tuf_errors.LengthOrHashMismatchError,
+            "index data does not match its signed hashes; refused",
+        ),
     )
+    hint = next(
+        (text for kind, text in hints if isinstance(exc, kind)),
+        "the index failed TUF verification; nothing was applied",
+    )
+    return RemoteDataError(f"{what}: {type(exc).__name__}: {exc}", hint=hint)
 
 
 class ReleaseIndex:
@@ -178,6 +176,7 @@ class ReleaseIndex:
         self.url = normalise_index_url(config.index_url)
         self.stats = FetchStats()
         self._updater: Updater | None = None
+        self._problems: dict[str, str] = {}  # version -> why its entry is unusable
 
     # ------------------------------------------------------------ set-up
 
@@ -190,8 +189,11 @@ class ReleaseIndex:
             if self.config.index_ca_file
             else None
         )
-        self.device.metadata_dir.mkdir(parents=True, exist_ok=True)
-        self.device.releases_dir.mkdir(parents=True, exist_ok=True)
+        for folder in ("metadata", "releases"):  # never a link: python-tuf writes by path
+            with fstree.opened_dir(
+                self.device.root, ["agent", folder], create=True, shown=str(self.device.root)
+            ):
+                pass
         max_bytes = self.limits.metadata_max_bytes
         return Updater(
             metadata_dir=str(self.device.metadata_dir),
@@ -228,10 +230,16 @@ class ReleaseIndex:
                     f"no trusted index root in {self.device.metadata_dir}",
                     hint="set the device up with `cosgitops device install --trusted-root ...`",
                 )
+            root = self.device.metadata_dir / "root.json"
             try:
                 self._updater = self._new_updater(None)
-            except exceptions.RepositoryError as exc:
-                raise _remote_data_error(exc, "local trusted metadata") from exc
+            except (exceptions.RepositoryError, ValueError, OSError) as exc:
+                raise DeviceError(
+                    f"this device's trusted index root {root} is unusable: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint="the index itself was not consulted; copy the publisher's newest "
+                    f"metadata/N.root.json that you trust to {root}",
+                ) from exc
         return self._updater
 
     # ------------------------------------------------------------ reading
@@ -245,7 +253,7 @@ class ReleaseIndex:
             raise RemoteDataError(
                 f"{what}: {exc}", hint="index data is larger than signed"
             ) from exc
-        except exceptions.DownloadError as exc:
+        except (exceptions.DownloadError, exceptions.SlowRetrievalError) as exc:
             raise DownloadError(
                 f"{what}: {exc}", hint=f"check that the index at {self.url} is reachable"
             ) from exc
@@ -253,42 +261,103 @@ class ReleaseIndex:
             raise _remote_data_error(exc, what) from exc
 
     def releases(self) -> tuple[list[ReleaseCandidate], list[str]]:
-        """Refresh the metadata and list this derivative's releases (plus problems found)."""
-        from cosgitops.publish.paths import parse_release_target_path, release_target_path
+        """Refresh the metadata and list this derivative's releases (plus problems found).
+
+        The derivative's listing target names its versions; each is then looked up
+        through the delegations with ``get_targetinfo`` (public python-tuf API only)."""
+        from cosgitops.publish.listing import listing_target_path, parse_listing
+        from cosgitops.publish.paths import release_target_path
 
         updater = self._updater_or_load()
         derivative = self.config.derivative
         self._guard(updater.refresh, "refreshing the release index")
-        probe = release_target_path(derivative, "0.0.0")
-        self._guard(lambda: updater.get_targetinfo(probe), "reading the release index")
-        role = _loaded_role(updater, derivative)
         candidates: list[ReleaseCandidate] = []
         problems: list[str] = []
-        if role is None:
+        self._problems = {}
+        listing_path = listing_target_path(derivative)
+        listing: Any = self._guard(
+            lambda: updater.get_targetinfo(listing_path), "reading the release index"
+        )
+        if listing is None:
+            problems.append(
+                f"the index has no release listing for {derivative} ({listing_path}): nothing "
+                "is published for it yet, or the index was written by an older publisher "
+                "(`cosgitops refresh` adds the listing)"
+            )
             return candidates, problems
-        for path in sorted(role.targets):
-            parsed = parse_release_target_path(path)
-            if parsed is None or parsed[0] != derivative:
-                problems.append(f"{path}: not a release path of {derivative}")
-                continue
+        data = self._target_bytes(listing, derivative, "versions.json", "the release listing")
+        for version in parse_listing(data, derivative):
+            path = release_target_path(derivative, version)
             info: Any = self._guard(
                 lambda path=path: updater.get_targetinfo(path), "reading the release index"
             )
             if info is None:
-                problems.append(f"{path}: not reachable through the delegations")
+                self._problem(problems, version, f"{path}: listed, but not in the index")
                 continue
             try:
                 candidate = ReleaseCandidate.from_custom(path, info.custom)
             except RemoteDataError as exc:
-                problems.append(exc.message)
+                self._problem(problems, version, exc.message)
                 continue
-            if candidate.version != parsed[1] or candidate.derivative not in ("", derivative):
-                problems.append(
-                    f"{path}: its metadata names {candidate.derivative} {candidate.version}"
+            if candidate.version != version or candidate.derivative not in ("", derivative):
+                self._problem(
+                    problems,
+                    version,
+                    f"{path}: its metadata names {candidate.derivative} {candidate.version}",
                 )
                 continue
             candidates.append(candidate)
         return candidates, problems
+
+    def _problem(self, problems: list[str], version: str, message: str) -> None:
+        problems.append(message)
+        self._problems[version] = message
+
+    def problem_for(self, version: str) -> str | None:
+        """Why the index entry of ``version`` was left out, if it was (after releases())."""
+        from cosgitops.versioning import InvalidVersionError, parse_version
+
+        for listed, message in self._problems.items():
+            try:
+                if parse_version(listed) == parse_version(version):
+                    return message
+            except InvalidVersionError:
+                continue
+        return None
+
+    def _target_bytes(self, info: Any, derivative: str, name: str, what: str) -> bytes:
+        """A target's bytes, downloaded through python-tuf (or its verified local copy)."""
+        if info.length > self.limits.release_manifest_max_bytes:
+            raise RemoteDataError(
+                f"{what} of {derivative} is {info.length} bytes, over the limit of "
+                f"{self.limits.release_manifest_max_bytes}"
+            )
+        updater = self._updater_or_load()
+        with fstree.opened_dir(
+            self.device.root,
+            ["agent", "releases", derivative],
+            create=True,
+            shown=str(self.device.root),
+        ) as folder:
+            # a real folder all the way down, and no link where python-tuf writes by path
+            assert folder is not None
+            existing = fstree.lstat_at(name, folder)
+            if existing is not None and not stat.S_ISREG(existing.st_mode):
+                where = self.device.releases_dir / derivative / name
+                raise fstree.ForeignEntryError(
+                    f"{where} is a {fstree.kind_name(existing.st_mode)}, not a file the "
+                    "agent wrote",
+                    hint=f"move {where} out of the device root",
+                )
+        local = self.device.releases_dir / derivative / name
+        cached = updater.find_cached_target(info, str(local))
+        if cached is None:
+            self._guard(lambda: updater.download_target(info, str(local)), f"downloading {what}")
+        with fstree.opened_dir(self.device.root, ["agent", "releases", derivative]) as fd:
+            assert fd is not None
+            handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            with os.fdopen(handle, "rb") as stream:
+                return stream.read(self.limits.release_manifest_max_bytes + 1)
 
     def manifest(self, candidate: ReleaseCandidate) -> ReleaseManifest:
         """The full release manifest of ``candidate`` (a TUF target, verified by hash)."""
@@ -298,21 +367,14 @@ class ReleaseIndex:
         )
         if info is None:
             raise RemoteDataError(f"release {candidate.version} vanished from the index")
-        if info.length > self.limits.release_manifest_max_bytes:
-            raise RemoteDataError(
-                f"release manifest of {candidate.version} is {info.length} bytes, over the "
-                f"limit of {self.limits.release_manifest_max_bytes}"
-            )
-        local = self.device.releases_dir / self.config.derivative / f"{candidate.version}.json"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        cached = updater.find_cached_target(info, str(local))
-        if cached is None:
-            self._guard(
-                lambda: updater.download_target(info, str(local)),
-                f"downloading the release manifest of {candidate.version}",
-            )
+        raw = self._target_bytes(
+            info,
+            self.config.derivative,
+            f"{candidate.version}.json",
+            f"the release manifest of {candidate.version}",
+        )
         try:
-            data = json.loads(local.read_bytes())
+            data = json.loads(raw)
         except ValueError as exc:
             raise RemoteDataError(f"release manifest {candidate.version} is not JSON") from exc
         manifest = ReleaseManifest.from_json(data)

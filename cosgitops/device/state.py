@@ -131,6 +131,38 @@ class Transaction:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """The last operation that began changing the device and was refused or failed."""
+
+    operation: str
+    version: str = ""
+    message: str = ""
+    hint: str = ""
+    at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "version": self.version,
+            "message": self.message,
+            "hint": self.hint,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Failure | None:
+        if not data:
+            return None
+        return cls(
+            str(data["operation"]),
+            str(data.get("version", "")),
+            str(data.get("message", "")),
+            str(data.get("hint", "")),
+            str(data.get("at", "")),
+        )
+
+
+@dataclass(frozen=True)
 class DeviceState:
     generation: int = 0
     active: SlotRecord | None = None
@@ -139,6 +171,7 @@ class DeviceState:
     boot: BootAssessment = field(default_factory=BootAssessment)
     transaction: Transaction | None = None
     interrupted: Transaction | None = None  # the last transaction a crash cut short
+    failed: Failure | None = None  # the last operation refused after it began
     updated: str = ""
 
     def slot(self, name: str) -> SlotRecord | None:
@@ -162,6 +195,7 @@ class DeviceState:
             "boot": self.boot.to_json(),
             "transaction": self.transaction.to_json() if self.transaction else None,
             "interrupted": self.interrupted.to_json() if self.interrupted else None,
+            "failed": self.failed.to_json() if self.failed else None,
         }
 
     @classmethod
@@ -177,8 +211,13 @@ class DeviceState:
             boot=BootAssessment.from_json(data.get("boot")),
             transaction=Transaction.from_json(data.get("transaction")),
             interrupted=Transaction.from_json(data.get("interrupted")),
+            failed=Failure.from_json(data.get("failed")),
             updated=str(data.get("updated", "")),
         )
+
+
+class UnreadableJournalError(DeviceError):
+    """``state.json`` is torn or malformed (something other than the agent wrote it)."""
 
 
 class StateJournal:
@@ -192,13 +231,20 @@ class StateJournal:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return DeviceState()
+        except IsADirectoryError as exc:
+            raise UnreadableJournalError(
+                f"{self.path} is a directory",
+                hint="move it out of the device root, then run `cosgitops device reset` to "
+                "rebuild the journal from the recovery slot",
+            ) from exc
         try:
             return DeviceState.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DeviceError(
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise UnreadableJournalError(
                 f"{self.path} is unreadable: {exc}",
                 hint="the journal is only ever replaced atomically, so something else wrote "
-                "it; restore the device with `cosgitops device reset`",
+                "it; run `cosgitops device reset` to rebuild it from the recovery slot (the "
+                "unreadable file is kept beside it; oem/ and persistent/ are not touched)",
             ) from exc
 
     def save(self, state: DeviceState) -> DeviceState:
@@ -207,6 +253,30 @@ class StateJournal:
         data = json.dumps(written.to_json(), indent=2, sort_keys=True).encode() + b"\n"
         atomic_write_bytes(self.path, data)
         return written
+
+
+class RecoveryCopy:
+    """``recovery/slot.json``: a copy of the recovery slot's record on the recovery
+    partition, so `device reset` can rebuild a journal that was destroyed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> SlotRecord | None:
+        try:
+            data = json.loads(self.path.read_bytes())
+            return SlotRecord.from_json(data["recovery"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def save(self, record: SlotRecord | None) -> None:
+        if record is None:
+            self.path.unlink(missing_ok=True)
+            return
+        if self.load() == record:
+            return
+        data = json.dumps({"recovery": record.to_json()}, indent=2, sort_keys=True)
+        atomic_write_bytes(self.path, data.encode() + b"\n")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,7 @@ def publish_lock(public_dir: Path, *, timeout_seconds: float) -> Iterator[Path]:
                     path,
                     timeout=timeout_seconds,
                     busy=lambda held: ConcurrentPublishError(
-                        f"another publisher has held {held} for more than "
-                        f"{timeout_seconds:.0f} s",
+                        f"another publisher has held {held} for more than {timeout_seconds:.0f} s",
                         hint="wait for it to finish, or check for a hung `cosgitops publish`",
                     ),
                 )

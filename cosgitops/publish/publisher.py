@@ -31,7 +31,14 @@ from cosgitops.publish.lock import publish_lock
 from cosgitops.publish.prune import prune_metadata
 from cosgitops.publish.reader import IndexView, derivative_manifests, manifest_of, open_index
 from cosgitops.publish.rolekeys import DEV_KEY_WARNING, KeyRing, RoleKey, password_for
-from cosgitops.publish.tufrepo import CommitResult, Index, IndexTransaction, latest_root_version
+from cosgitops.publish.tufrepo import (
+    CommitResult,
+    Index,
+    IndexTransaction,
+    has_listing,
+    latest_root_version,
+    release_targets,
+)
 
 __all__ = [
     "IndexView",
@@ -260,10 +267,7 @@ def _upgrade_warnings(
         versions = (
             []
             if role is None
-            else [
-                str(target.custom["cosgitops"]["version"])
-                for target in role.signed.targets.values()
-            ]
+            else [str(target.custom["cosgitops"]["version"]) for target in release_targets(role)]
         )
         if not any(v != manifest.version and allowed.contains(v) for v in versions):
             warnings.append(
@@ -395,7 +399,13 @@ def refresh(
         for meta_name in list(index.snapshot.signed.meta):
             name = meta_name[: -len(".json")]
             role = transaction.role(name)
-            if force or _nearing_expiry(role.signed.expires, int(days["targets"]), moment):
+            # a derivative role from before release listings gets its listing now
+            unlisted = name not in paths.RESERVED_ROLE_NAMES and not has_listing(role, name)
+            if (
+                force
+                or unlisted
+                or _nearing_expiry(role.signed.expires, int(days["targets"]), moment)
+            ):
                 transaction.mark_dirty(name)
                 result.resigned.append(name)
         if (

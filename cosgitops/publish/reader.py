@@ -12,7 +12,7 @@ from cosgitops import model
 from cosgitops.errors import NotFoundError, RemoteDataError
 from cosgitops.publish import paths
 from cosgitops.publish.releases import ReleaseInfo
-from cosgitops.publish.tufrepo import Index, IndexTransaction
+from cosgitops.publish.tufrepo import Index, IndexTransaction, release_targets
 
 
 def manifest_of(source: IndexTransaction | Index, target: Any) -> model.ReleaseManifest:
@@ -30,7 +30,7 @@ def derivative_manifests(
     role = source.derivative_role(derivative)
     if role is None:
         return []
-    return [manifest_of(source, target) for target in role.signed.targets.values()]
+    return [manifest_of(source, target) for target in release_targets(role)]
 
 
 @dataclass
@@ -57,7 +57,7 @@ class IndexView:
         role = self.index.derivative_role(derivative)
         if role is None:
             return []
-        infos = [ReleaseInfo.from_custom(target.custom) for target in role.signed.targets.values()]
+        infos = [ReleaseInfo.from_custom(target.custom) for target in release_targets(role)]
         return sorted(infos, key=lambda info: info.parsed_version, reverse=True)
 
     def manifests(self, derivative: str) -> list[model.ReleaseManifest]:

@@ -2,7 +2,8 @@
 folder, change it in a transaction, write it in the order that keeps readers safe.
 
 Roles: ``root``, ``timestamp``, ``snapshot``, ``targets`` -> 16 ``shard-<h>`` roles ->
-one role per derivative holding one target per release (see :mod:`.paths`).
+one role per derivative holding one target per release (see :mod:`.paths`) plus the
+derivative's release listing (:mod:`.listing`), rewritten whenever its releases change.
 Consistent snapshots: every role but ``timestamp`` is written as ``N.<role>.json`` and
 every target as ``<sha256>.<name>``, so files already published never change and a
 client reading while a publisher writes always sees one consistent state.
@@ -35,6 +36,7 @@ from cosgitops.errors import (
 )
 from cosgitops.fsutil import atomic_write_bytes, fsync_dir
 from cosgitops.publish import paths
+from cosgitops.publish.listing import is_listing_path, listing_bytes, listing_target_path
 from cosgitops.publish.rolekeys import KeyRing, RoleKey
 
 if TYPE_CHECKING:
@@ -72,6 +74,15 @@ def read_metadata_file(path: Path) -> Metadata[Any]:
             f"index file {path} is not valid TUF metadata: {exc}",
             hint="restore the index folder from where it is published",
         ) from exc
+
+
+def release_targets(role: Metadata[Targets]) -> list[TargetFile]:
+    """The release targets of a derivative's role (its listing left out)."""
+    return [target for path, target in role.signed.targets.items() if not is_listing_path(path)]
+
+
+def has_listing(role: Metadata[Targets], derivative: str) -> bool:
+    return listing_target_path(derivative) in role.signed.targets
 
 
 def latest_root_version(metadata_dir: Path) -> int:
@@ -533,11 +544,35 @@ class IndexTransaction:
                 path.unlink()
         self._created.clear()
 
+    def _update_listings(self) -> None:
+        """Every changed derivative role lists exactly its releases in its listing."""
+        from cosgitops.publish.tufapi import TargetFile
+
+        for name, metadata in self._dirty.items():
+            if name in paths.RESERVED_ROLE_NAMES:
+                continue
+            versions = [
+                parsed[1]
+                for path in metadata.signed.targets
+                if (parsed := paths.parse_release_target_path(path)) is not None
+            ]
+            data = listing_bytes(name, versions)
+            target = TargetFile.from_data(listing_target_path(name), data, ["sha256"])
+            current = metadata.signed.targets.get(target.path)
+            if current is not None and (current.length, current.hashes) == (
+                target.length,
+                target.hashes,
+            ):
+                continue
+            metadata.signed.targets[target.path] = target
+            self._content[self.index.target_file_path(target)] = data
+
     def commit(self) -> CommitResult:
         from cosgitops.publish.tufapi import Metadata, MetaFile, Snapshot, Timestamp
 
         snapshot_md: Metadata[Snapshot]
         index = self.index
+        self._update_listings()
         assert index.root is not None
         if not self.changed:
             return CommitResult(

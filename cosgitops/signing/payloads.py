@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cosgitops.oci.digest import DIGEST_RE
@@ -135,6 +135,7 @@ def sign_statement(
 class StatementClaims:
     predicate_type: str
     subject_digests: tuple[str, ...]  # "sha256:<hex>"
+    subject_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # digest -> names
 
 
 def parse_statement(payload: bytes) -> StatementClaims:
@@ -149,14 +150,21 @@ def parse_statement(payload: bytes) -> StatementClaims:
     if not isinstance(subjects, list):
         raise PayloadError("statement has no subject list")
     digests: list[str] = []
+    names: dict[str, tuple[str, ...]] = {}
     for subject in subjects:
-        for algorithm, value in _object(subject, "subject").get("digest", {}).items():
+        item = _object(subject, "subject")
+        name = item.get("name")
+        for algorithm, value in item.get("digest", {}).items():
             if isinstance(value, str):
                 digests.append(f"{algorithm}:{value}")
+                if isinstance(name, str) and name:
+                    key = f"{algorithm}:{value}"
+                    names[key] = (*names.get(key, ()), name)
     predicate_type = document.get("predicateType")
     return StatementClaims(
         predicate_type=predicate_type if isinstance(predicate_type, str) else "",
         subject_digests=tuple(digests),
+        subject_names=names,
     )
 
 

@@ -77,6 +77,11 @@ class VerificationPolicy:
     # Sigstore trusted root JSON for keyless identities; None means Sigstore's public-good
     # instance (fetched through its TUF repository when verifying).
     trusted_root: bytes | None = field(default=None, repr=False)
+    # The repository a signature must name as the image's identity (the simple-signing
+    # docker-reference, the in-toto subject name), in signed_identity() form; None: a
+    # signature binds the digest only. Without it an image signed for one repository,
+    # copied with its signatures into another, verifies there too.
+    signed_identity: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -101,6 +106,7 @@ class VerificationPolicy:
             ],
             "rekorKeys": [k.fingerprint for k in self.rekor_keys],
             "requireTlog": self.require_tlog,
+            "signedIdentity": self.signed_identity,
         }
 
 

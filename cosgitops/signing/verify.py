@@ -233,6 +233,18 @@ def _check_tlog(
         findings.notes.append(f"{entry.describe()} verified (signed entry timestamp)")
 
 
+def _identity_reason(names: Sequence[str], policy: VerificationPolicy) -> str | None:
+    """Why the identity a signature names is not the one the policy requires, if so."""
+    expected = policy.signed_identity
+    if expected is None or expected in names:
+        return None
+    named = ", ".join(repr(name) for name in names) if names else "no repository"
+    return (
+        f"the signature names {named} as the image's identity, not {expected!r} (an image "
+        "signed for another repository and copied here)"
+    )
+
+
 def _digest_reason(claimed: Sequence[str], digest: str) -> str | None:
     if digest in claimed:
         return None
@@ -285,6 +297,9 @@ def verify_legacy(
         reason = _digest_reason([claims.digest], digest)
         if reason:
             findings.reasons.append(reason)
+        identity = _identity_reason([claims.docker_reference], policy)
+        if identity:
+            findings.reasons.append(identity)
 
     if matched_key is not None and signature is not None and not findings.reasons:
         annotation = candidate.annotations.get(REKOR_BUNDLE_ANNOTATION)
@@ -404,6 +419,8 @@ def _check_statement(
     payload_type: str,
     payload: bytes,
     digest: str,
+    policy: VerificationPolicy,
+    *,
     predicate_type: str = payloads.COSIGN_SIGN_PREDICATE,
 ) -> None:
     if payload_type != payloads.IN_TOTO_PAYLOAD_TYPE:
@@ -422,6 +439,10 @@ def _check_statement(
     reason = _digest_reason(claims.subject_digests, digest)
     if reason:
         findings.reasons.append(reason)
+        return
+    identity = _identity_reason(claims.subject_names.get(digest, ()), policy)
+    if identity:
+        findings.reasons.append(identity)
 
 
 def verify_bundle(
@@ -467,7 +488,9 @@ def verify_bundle(
             )
         else:
             matched_key = found[0]
-    _check_statement(findings, parsed.payload_type, parsed.payload, digest, predicate_type)
+    _check_statement(
+        findings, parsed.payload_type, parsed.payload, digest, policy, predicate_type=predicate_type
+    )
 
     if matched_key is not None and not findings.reasons:
         bundle_entries = [partial(tlog.parse_bundle_tlog_entry, raw) for raw in parsed.tlog_entries]
@@ -521,7 +544,14 @@ def _verify_keyless(
     except keyless.KeylessError as exc:
         findings.reasons.append(str(exc))
         return _verdict("bundle", candidate.location, findings, None)
-    _check_statement(findings, outcome.payload_type, outcome.payload, digest, predicate_type)
+    _check_statement(
+        findings,
+        outcome.payload_type,
+        outcome.payload,
+        digest,
+        policy,
+        predicate_type=predicate_type,
+    )
     findings.notes.append("certificate chain, SCT and transparency log verified by sigstore")
     return _verdict(
         "bundle",

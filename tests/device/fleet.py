@@ -5,6 +5,7 @@ that the device reads over HTTP (StaticServer) or from the folder itself."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 from collections.abc import Sequence
@@ -95,16 +96,26 @@ class Fleet:
     def store(self) -> ImageStore:
         return open_store(self.image_name, self.store_options)
 
-    def push(self, layers: Sequence[list[Entry]], *, sign: bool = True) -> PushedImage:
+    def push(
+        self,
+        layers: Sequence[list[Entry] | bytes],
+        *,
+        sign: bool = True,
+        diff_ids: Sequence[str] | None = None,
+    ) -> PushedImage:
+        """Push an image of ``layers`` (entry lists, or ready gzip blobs); ``diff_ids``
+        overrides the config's (the uncompressed digests by default)."""
         store = self.store()
-        blobs = [gzip_layer(entries) for entries in layers]
+        blobs = [item if isinstance(item, bytes) else gzip_layer(item) for item in layers]
         config = json.dumps(
             {
                 "architecture": "amd64",
                 "os": "linux",
                 "rootfs": {
                     "type": "layers",
-                    "diff_ids": [sha256_digest(b) for b in blobs],  # not checked by devices
+                    "diff_ids": list(diff_ids)
+                    if diff_ids is not None
+                    else [sha256_digest(gzip.decompress(b)) for b in blobs],
                 },
             },
             sort_keys=True,
@@ -167,7 +178,7 @@ class Fleet:
         self.published.extend(manifests)
 
     def release(
-        self, version: str, layers: Sequence[list[Entry]], **kw: Any
+        self, version: str, layers: Sequence[list[Entry] | bytes], **kw: Any
     ) -> tuple[model.ReleaseManifest, PushedImage]:
         image = self.push(layers)
         manifest = self.manifest(version, image, **kw)

@@ -52,12 +52,16 @@ def test_store_point_reconcile_dir(tmp_path: Path) -> None:
     storage, tree, image = slots.store_transition("state", "1.0.0-abc", "dir")
     assert image == "" and not staging.exists()
     active = record(storage, tree)
-    # an unreferenced stored slot and a leftover transition: garbage after a crash
+    # an unreferenced stored slot and a leftover transition: garbage after a crash; an
+    # entry without a slot name the agent gives is not the agent's and is left alone
     slots.fresh_transition("state")
-    stray = device.state_dir / "slots" / "stray"
+    stray = device.state_dir / "slots" / "1.0.0-stray-0123abcd"
     stray.mkdir()
+    foreign = device.state_dir / "slots" / "admin-notes"
+    foreign.mkdir()
     removed = slots.reconcile(DeviceState(active=active))
-    assert sorted(removed) == ["state/slots/stray", "state/transition"]
+    assert sorted(removed) == ["state/slots/1.0.0-stray-0123abcd", "state/transition"]
+    assert foreign.is_dir()
     link = device.state_dir / "active"
     assert link.is_symlink() and (link / "etc" / "release").read_text() == "v1"
     assert not (device.state_dir / "passive").exists()
@@ -93,7 +97,12 @@ def test_squashfs_slots(tmp_path: Path) -> None:
         slots.verify(rec)
 
 
-def test_location_must_stay_inside_the_device(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "storage",
+    ["../elsewhere", "state/slots", "state/slots/..", "state/slots/admin-notes", "/etc/x",
+     "state/slots/1.0.0-0123abcd/etc", "oem/slots/1.0.0-0123abcd"],
+)  # fmt: skip
+def test_storage_must_be_a_slot_the_agent_made(tmp_path: Path, storage: str) -> None:
     slots = SlotStore(DeviceRoot(tmp_path / "device"))
-    with pytest.raises(DeviceError):
-        slots.location(record("../elsewhere", ""))
+    with pytest.raises(DeviceError, match="not a slot the agent made"):
+        slots.location(record(storage, ""))
