@@ -157,3 +157,30 @@ def test_serial_logs_are_named_by_digest_in_boot_order(tmp_path: Path) -> None:
     assert logs[0].size == 6
     assert logs[0].digest == "sha256:" + hashlib.sha256(b"first\n").hexdigest()
     assert serial_logs(tmp_path / "missing") == ()
+
+
+def test_an_image_that_cannot_boot_fails_and_gets_no_passing_attestation(fleet: Path) -> None:
+    """The scaffold's example has a scratch base: no kernel, nothing can boot it."""
+    import json
+    import sys
+
+    from cosgitops.boottest.attestation import verify_attestations
+    from cosgitops.oci import open_store
+    from cosgitops.signing import policy_for
+
+    command = [sys.executable, "-m", "cosgitops", "boot-test", NAME, "-C", str(fleet)]
+    done = subprocess.run(
+        [*command, "--format", "json"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"error: boot test of {NAME} 0.1.0 failed at step 'disk'" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "failed" and report["failedStep"] == "disk"
+    assert [s["outcome"] for s in report["predicate"]["steps"]] == [
+        "passed", "failed", "skipped", "skipped", "skipped",
+    ]  # fmt: skip
+    tree = load_repository(fleet)
+    store = open_store(tree.repository.image_name(NAME))
+    digest = report["predicate"]["candidate"]["digest"]
+    assert not verify_attestations(store, digest, policy_for(tree.repository, NAME)).ok
