@@ -159,8 +159,8 @@ def test_serial_logs_are_named_by_digest_in_boot_order(tmp_path: Path) -> None:
     assert serial_logs(tmp_path / "missing") == ()
 
 
-def test_an_image_that_cannot_boot_fails_and_gets_no_passing_attestation(fleet: Path) -> None:
-    """The scaffold's example has a scratch base: no kernel, nothing can boot it."""
+def test_a_failed_step_exits_1_naming_it_and_attests_nothing(fleet: Path) -> None:
+    """The scaffold's example (a scratch base: no kernel) never gets past the disk."""
     import json
     import sys
 
