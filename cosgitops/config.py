@@ -29,6 +29,7 @@ class Limits:
     manifest_max_bytes: int = 4 * MiB
     config_max_bytes: int = 8 * MiB
     signature_max_bytes: int = 1 * MiB
+    boot_attestations_max: int = 64  # boot attestations of one image judged (the newest)
     key_file_max_bytes: int = 64 * KiB  # cosign key files, PEM public keys
     blob_max_bytes: int = 8 * GiB
     # TUF metadata a device downloads (python-tuf has its own per-role limits too)

@@ -186,6 +186,12 @@ class ReleaseSpec:
     upgrade_from: str | None = None  # a version range such as ">=1.2.0"
     rollout: Rollout = field(default_factory=Rollout)
     notes: str = ""
+    # "required": release refuses an image without a passing, trusted boot attestation
+    boot_test: str = "optional"
+
+    @property
+    def boot_test_required(self) -> bool:
+        return self.boot_test == "required"
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,7 @@ class Derivative:
                     duration_minutes=int(rollout.get("durationMinutes", 0)),
                 ),
                 notes=str(release.get("notes", "")),
+                boot_test=str(release.get("bootTest", "optional")),
             ),
         )
 
@@ -310,6 +317,49 @@ class PlatformImage:
 
 
 @dataclass(frozen=True)
+class BootTestRef:
+    """The boot attestation a release names: a signed in-toto statement attached to the
+    release's image as an OCI referrer, found again by ``attestation`` (the digest of
+    the referrer manifest). The rest is what it said when it was checked, for people;
+    devices read and verify the attestation itself."""
+
+    attestation: str  # sha256:<hex> of the referrer manifest
+    result: str  # "passed"
+    signer: str = ""
+    from_version: str | None = None  # the release it upgraded from; None: fresh install
+    from_digest: str | None = None
+    finished: str = ""  # RFC 3339, when the boot test ended
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attestation": self.attestation,
+            "result": self.result,
+            "signer": self.signer,
+            "from": None
+            if self.from_version is None
+            else {"version": self.from_version, "digest": self.from_digest},
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BootTestRef:
+        from cosgitops.oci.digest import DIGEST_RE
+
+        attestation = data["attestation"]
+        if not isinstance(attestation, str) or not DIGEST_RE.match(attestation):
+            raise ValueError(f"bootTest.attestation {attestation!r} is not a digest")
+        origin = data.get("from")
+        return cls(
+            attestation=attestation,
+            result=str(data["result"]),
+            signer=str(data.get("signer", "")),
+            from_version=None if origin is None else str(origin["version"]),
+            from_digest=None if origin is None else origin.get("digest"),
+            finished=str(data.get("finished", "")),
+        )
+
+
+@dataclass(frozen=True)
 class ReleaseManifest:
     """What ``releases/<derivative>/<version>.json`` holds. ``image`` is NAME@DIGEST and
     the digest is what was signed; a device applies exactly that digest."""
@@ -328,6 +378,7 @@ class ReleaseManifest:
     deadend: bool = False
     signer: str = ""  # key fingerprint or keyless identity that signed the image
     display_name: str = ""
+    boot_test: BootTestRef | None = None  # the passing boot attestation, when there is one
 
     SCHEMA_VERSION = 1
 
@@ -342,7 +393,7 @@ class ReleaseManifest:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schemaVersion": self.SCHEMA_VERSION,
             "derivative": self.derivative,
             "version": self.version,
@@ -358,6 +409,11 @@ class ReleaseManifest:
             "signer": self.signer,
             "displayName": self.display_name,
         }
+        # Optional and only written when present: manifests without it keep their bytes,
+        # and agents that predate it ignore it.
+        if self.boot_test is not None:
+            out["bootTest"] = self.boot_test.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> ReleaseManifest:
@@ -373,6 +429,7 @@ class ReleaseManifest:
             if "@sha256:" not in image:
                 raise RemoteDataError(f"release image {image!r} is not pinned by digest")
             rollout = data.get("rollout") or {}
+            boot_test = data.get("bootTest")
             return cls(
                 derivative=str(data["derivative"]),
                 version=str(data["version"]),
@@ -401,6 +458,7 @@ class ReleaseManifest:
                 deadend=bool(data.get("deadend", False)),
                 signer=str(data.get("signer", "")),
                 display_name=str(data.get("displayName", "")),
+                boot_test=None if boot_test is None else BootTestRef.from_json(boot_test),
             )
         except RemoteDataError:
             raise

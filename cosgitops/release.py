@@ -21,8 +21,8 @@ from cosgitops.errors import CosgitopsError, UsageError
 from cosgitops.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    from cosgitops.model import Derivative, ReleaseManifest, Repository
-    from cosgitops.oci.store import StoreOptions
+    from cosgitops.model import BootTestRef, Derivative, ReleaseManifest, Repository
+    from cosgitops.oci.store import ImageStore, StoreOptions
     from cosgitops.publish.publisher import PublishResult
     from cosgitops.signing.signers import KeylessSigner, KeySigner
 
@@ -39,6 +39,7 @@ class DerivativeOutcome:
     channels: tuple[str, ...] = ()
     size: int = 0
     bytes_uploaded: int = 0
+    boot_test: BootTestRef | None = None  # the passing boot attestation the release names
     error: str = ""
     hint: str = ""
 
@@ -52,6 +53,7 @@ class DerivativeOutcome:
             "channels": list(self.channels),
             "size": self.size,
             "bytesUploaded": self.bytes_uploaded,
+            "bootTest": None if self.boot_test is None else self.boot_test.to_json(),
             "error": self.error or None,
             "hint": self.hint or None,
         }
@@ -84,28 +86,38 @@ class ReleaseReport:
         lines = [
             "## cosgitops release",
             "",
-            "| derivative | version | status | image | signature | channels |",
-            "|---|---|---|---|---|---|",
+            "| derivative | version | status | image | signature | boot test | channels |",
+            "|---|---|---|---|---|---|---|",
         ]
         for outcome in self.outcomes:
             status = outcome.status if not outcome.error else f"failed: {outcome.error}"
             lines.append(
                 f"| {outcome.name} | {outcome.version} | {_md(status)} | `{outcome.image or '-'}` "
-                f"| {_md(outcome.signer or '-')} | {', '.join(outcome.channels) or '-'} |"
+                f"| {_md(outcome.signer or '-')} | {_md(boot_test_summary(outcome.boot_test))} "
+                f"| {', '.join(outcome.channels) or '-'} |"
             )
         if not self.outcomes:
-            lines.append("| - | - | nothing to release | - | - | - |")
+            lines.append("| - | - | nothing to release | - | - | - | - |")
         return "\n".join(lines) + "\n"
+
+
+def boot_test_summary(boot_test: BootTestRef | None) -> str:
+    """``passed from 1.3.0 (sha256:ab12…)`` for tables; ``-`` when there is none."""
+    if boot_test is None:
+        return "-"
+    origin = f"from {boot_test.from_version}" if boot_test.from_version else "fresh install"
+    return f"{boot_test.result} {origin} ({boot_test.attestation[:19]})"
 
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _signer(
+def release_signer(
     repository: Repository, *, key: str | None, keyless: bool, identity_token: str | None
 ) -> tuple[KeySigner | KeylessSigner, Path | None]:
-    """The signer `release` uses, and the development key path when that is what it is."""
+    """The signer `release` (and `boot-test`) uses, and the development key path when that
+    is what it is."""
     from cosgitops.signing.keys import ensure_development_keypair
     from cosgitops.signing.signers import key_signer, keyless_signer
 
@@ -133,6 +145,31 @@ def published_versions(repository: Repository) -> set[tuple[str, str]]:
     }
 
 
+def _boot_tested_image(
+    repository: Repository, derivative: Derivative, options: StoreOptions, limits: Limits
+) -> tuple[ImageStore, str] | None:
+    """The image the version's tag holds when a passing boot attestation trusted under
+    the policy proves it (``boot-test`` pushed and attested it): the release publishes
+    exactly what was tested, even when a rebuild would not give the same digest (the
+    docker builder)."""
+    from cosgitops.boottest.attestation import verify_attestations
+    from cosgitops.errors import NotFoundError
+    from cosgitops.oci import open_store
+    from cosgitops.signing import policy_for
+
+    store = open_store(repository.image_name(derivative.name), options)
+    try:
+        found = store.resolve(derivative.version)
+    except NotFoundError:
+        return None
+    if found is None:
+        return None
+    policy = policy_for(repository, derivative.name)
+    if not verify_attestations(store, found.digest, policy, limits=limits).ok:
+        return None
+    return store, found.digest
+
+
 def _release_one(
     repository: Repository,
     derivative: Derivative,
@@ -149,19 +186,26 @@ def _release_one(
     from cosgitops.signing import sign_image
 
     check_base_pinned(derivative)
-    built = build_derivative(
-        repository, derivative, push=True, options=options, limits=limits, progress=progress
-    )
-    store = open_store(built.name, options)
+    tested = _boot_tested_image(repository, derivative, options, limits)
+    if tested is not None:
+        store, digest = tested
+        progress.note(f"{derivative.name} {derivative.version}: the boot-tested image {digest}")
+        name, revision, bytes_uploaded = store.reference.name, None, 0
+    else:
+        built = build_derivative(
+            repository, derivative, push=True, options=options, limits=limits, progress=progress
+        )
+        store = open_store(built.name, options)
+        digest, name = built.digest, built.name
+        revision, bytes_uploaded = built.revision or None, built.bytes_uploaded
     # Signed as published (the configured name), not as the path it was built to.
-    sign_image(store, built.digest, signer, identity=public_image_name(repository, derivative.name))
-    manifest = collect_release(
-        repository, derivative, store, commit=built.revision or None, limits=limits
-    )
-    if manifest.digest != built.digest:
+    sign_image(store, digest, signer, identity=public_image_name(repository, derivative.name))
+    manifest = collect_release(repository, derivative, store, commit=revision, limits=limits)
+    if manifest.digest != digest:
+        what = "boot-tested" if tested is not None else "just built"
         raise CosgitopsError(
-            f"{built.name}:{derivative.version} points at {manifest.digest}, not the image just "
-            f"built ({built.digest})",
+            f"{name}:{derivative.version} points at {manifest.digest}, not the image {what} "
+            f"({digest})",
             hint="another build moved the tag meanwhile; re-run the release",
         )
     outcome = DerivativeOutcome(
@@ -171,8 +215,9 @@ def _release_one(
         image=manifest.image,
         signer=manifest.signer,
         channels=manifest.channels,
-        size=built.size,
-        bytes_uploaded=built.bytes_uploaded,
+        size=sum(platform.size for platform in manifest.platforms),
+        bytes_uploaded=bytes_uploaded,
+        boot_test=manifest.boot_test,
     )
     return manifest, outcome
 
@@ -235,7 +280,7 @@ def release(
             )
     manifests: list[ReleaseManifest] = []
     if todo:
-        signer, report.development_key = _signer(
+        signer, report.development_key = release_signer(
             repository, key=key, keyless=keyless, identity_token=identity_token
         )
         for derivative in todo:

@@ -127,6 +127,11 @@ def _setup_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Sigstore trusted root JSON for keyless signatures.",
         ),
         click.option(
+            "--require-boot-test",
+            is_flag=True,
+            help="Refuse releases without a passing boot attestation signed by a trusted signer.",
+        ),
+        click.option(
             "--signed-identity",
             type=click.Choice(["repository", "digest"]),
             default="repository",
@@ -232,6 +237,7 @@ def _setup_from(options: dict[str, Any]) -> Any:
         keys=tuple(options["keys"]),
         identities=identities,
         sigstore_trusted_root=options["sigstore_trusted_root"],
+        require_boot_test=options["require_boot_test"],
         signed_identity=options["signed_identity"],
         platform=options["platform"],
         slot_format=options["slot_format"],

@@ -95,13 +95,13 @@ def release_command(
 
 
 def _print_table(report: object) -> None:
-    from cosgitops.release import ReleaseReport
+    from cosgitops.release import ReleaseReport, boot_test_summary
 
     assert isinstance(report, ReleaseReport)
     if not report.outcomes:
         click.echo("nothing to release")
         return
-    rows = [("DERIVATIVE", "VERSION", "STATUS", "DIGEST", "SIGNATURE", "CHANNELS")]
+    rows = [("DERIVATIVE", "VERSION", "STATUS", "DIGEST", "SIGNATURE", "BOOT TEST", "CHANNELS")]
     for outcome in report.outcomes:
         digest = outcome.image.rsplit("@", 1)[1][:19] if "@" in outcome.image else "-"
         rows.append(
@@ -111,6 +111,7 @@ def _print_table(report: object) -> None:
                 outcome.status,
                 digest,
                 (outcome.signer or "-")[:40],
+                boot_test_summary(outcome.boot_test),
                 ",".join(outcome.channels) or "-",
             )
         )

@@ -184,6 +184,11 @@ def sign_command(
 @click.option(
     "--require-tlog", is_flag=True, help="Refuse key-based signatures without a checked SET."
 )
+@click.option(
+    "--boot-test",
+    is_flag=True,
+    help="Also show and check the image's boot attestations (from `cosgitops boot-test`).",
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @_with_store_options
 def verify_command(
@@ -197,6 +202,7 @@ def verify_command(
     trusted_root: Path | None,
     rekor_keys: tuple[str, ...],
     require_tlog: bool,
+    boot_test: bool,
     output_format: str,
     insecure: bool,
     ca_file: Path | None,
@@ -204,6 +210,7 @@ def verify_command(
     """Verify REFERENCE's signatures against a key or a keyless identity.
 
     Prints which signature matched and why the others did not; exits 1 when none does.
+    With --boot-test, also a passing boot attestation signed under the same trust.
     """
     from dataclasses import replace
 
@@ -245,6 +252,16 @@ def verify_command(
             trusted_root=trusted_root.read_bytes() if trusted_root else None,
         )
     policy = replace(policy, require_tlog=require_tlog)
+    if boot_test:
+        from cosgitops.commands.boottest import verify_boot_test
+
+        verify_boot_test(
+            reference,
+            policy,
+            options=_store_options(insecure, ca_file),
+            output_format=output_format,
+        )
+        return
     result = verify_reference(reference, policy, options=_store_options(insecure, ca_file))
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))

@@ -282,6 +282,7 @@ class DeviceSetup:
     keys: tuple[Path, ...] = ()  # cosign public keys trusted to sign images
     identities: tuple[TrustedIdentity, ...] = ()
     sigstore_trusted_root: Path | None = None
+    require_boot_test: bool = False
     signed_identity: str = "repository"  # or "digest": what a signature must bind
     platform: str | None = None
     slot_format: str = "dir"
@@ -310,6 +311,7 @@ class DeviceSetup:
             keys=tuple(copied[str(key)] for key in self.keys),
             identities=self.identities,
             trusted_root=local(self.sigstore_trusted_root),
+            require_boot_test=self.require_boot_test,
             signed_identity=self.signed_identity,
             channel=self.channel,
             platform=self.platform or host_platform_name(),
@@ -759,6 +761,12 @@ class DeviceAgent:
                 platform=self.config.platform,
                 limits=self.limits,
             )
+            if self.config.require_boot_test:
+                from cosgitops.boottest.gate import require_boot_attestation
+
+                require_boot_attestation(
+                    store, manifest, self._policy(release.image), limits=self.limits
+                )
             faults.crash_point("signature-verified")
             operation = "upgrade-recovery" if recovery else "upgrade"
             applier = self._applier()

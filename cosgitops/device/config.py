@@ -55,6 +55,7 @@ class AgentConfig:
     keys: tuple[str, ...] = ()  # as written (relative to the agent folder or absolute)
     identities: tuple[TrustedIdentity, ...] = ()
     trusted_root: str | None = None
+    require_boot_test: bool = False  # refuse releases without a passing boot attestation
     signed_identity: str = "repository"  # repository | digest (what a signature must bind)
     channel: str = "stable"
     platform: str = field(default_factory=host_platform_name)
@@ -104,6 +105,8 @@ class AgentConfig:
             spec["trust"]["identities"] = [identity.to_json() for identity in self.identities]
         if self.trusted_root:
             spec["trust"]["trustedRoot"] = self.trusted_root
+        if self.require_boot_test:
+            spec["trust"]["requireBootTest"] = True
         if self.signed_identity != "repository":
             spec["trust"]["signedIdentity"] = self.signed_identity
         if self.registry_ca_file:
@@ -130,6 +133,7 @@ class AgentConfig:
             keys=tuple(trust.get("keys") or ()),
             identities=tuple(Identity.from_json(item) for item in trust.get("identities") or ()),
             trusted_root=trust.get("trustedRoot"),
+            require_boot_test=bool(trust.get("requireBootTest", False)),
             signed_identity=trust.get("signedIdentity", "repository"),
             registry_insecure=bool(registry.get("insecure", False)),
             registry_ca_file=registry.get("caFile"),

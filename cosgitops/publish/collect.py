@@ -111,12 +111,17 @@ def collect_release(
         annotations = store.get_manifest(platforms[0].digest).json().get("annotations") or {}
 
     signer = ""
+    boot_test = None
     if verify:
+        from cosgitops.boottest.gate import boot_test_for_release
         from cosgitops.signing import policy_for, verify_image
 
-        result = verify_image(store, top.digest, policy_for(repository, derivative.name))
+        policy = policy_for(repository, derivative.name)
+        result = verify_image(store, top.digest, policy)
         result.require()
         signer = result.signer
+        # the passing boot attestation, under the same policy; required ones refuse here
+        boot_test = boot_test_for_release(store, top.digest, derivative, policy, limits=limits)
 
     created_text = str(annotations.get(CREATED_ANNOTATION) or "")
     try:
@@ -139,6 +144,7 @@ def collect_release(
         display_name=derivative.os_release.get("GRUB_ENTRY_NAME")
         or derivative.description
         or derivative.name,
+        boot_test=boot_test,
     )
 
 

@@ -420,6 +420,8 @@ def _check_statement(
     payload: bytes,
     digest: str,
     policy: VerificationPolicy,
+    *,
+    predicate_type: str = payloads.COSIGN_SIGN_PREDICATE,
 ) -> None:
     if payload_type != payloads.IN_TOTO_PAYLOAD_TYPE:
         findings.reasons.append(f"DSSE payload type {payload_type!r} is not an in-toto statement")
@@ -429,10 +431,10 @@ def _check_statement(
     except payloads.PayloadError as exc:
         findings.reasons.append(f"malformed statement: {exc}")
         return
-    if claims.predicate_type != payloads.COSIGN_SIGN_PREDICATE:
+    if claims.predicate_type != predicate_type:
+        what = "an image signature" if predicate_type == payloads.COSIGN_SIGN_PREDICATE else "the"
         findings.reasons.append(
-            f"predicate type {claims.predicate_type!r} is not an image signature "
-            f"({payloads.COSIGN_SIGN_PREDICATE})"
+            f"predicate type {claims.predicate_type!r} is not {what} ({predicate_type})"
         )
     reason = _digest_reason(claims.subject_digests, digest)
     if reason:
@@ -450,11 +452,13 @@ def verify_bundle(
     *,
     trusted_root: Any = None,
     limits: Limits = DEFAULT_LIMITS,
+    predicate_type: str = payloads.COSIGN_SIGN_PREDICATE,
 ) -> SignatureVerdict:
     """A Sigstore bundle: DSSE over an in-toto statement naming ``digest`` with predicate
-    ``https://sigstore.dev/cosign/sign/v1``, signed by a trusted key (public-key material)
-    or by a trusted identity (certificate material, via sigstore-python and
-    ``trusted_root``, a sigstore ``TrustedRoot``)."""
+    ``predicate_type`` (an image signature, ``https://sigstore.dev/cosign/sign/v1``, unless
+    told otherwise: attestations are checked the same way), signed by a trusted key
+    (public-key material) or by a trusted identity (certificate material, via
+    sigstore-python and ``trusted_root``, a sigstore ``TrustedRoot``)."""
     findings = _Findings()
     location = candidate.location
     if len(candidate.bundle) > limits.signature_max_bytes:
@@ -467,7 +471,9 @@ def verify_bundle(
         return _verdict("bundle", location, findings, None)
 
     if parsed.has_certificate:
-        return _verify_keyless(candidate, parsed, digest, policy, trusted_root)
+        return _verify_keyless(
+            candidate, parsed, digest, policy, trusted_root, predicate_type=predicate_type
+        )
 
     matched_key: TrustedKey | None = None
     if not policy.keys:
@@ -482,7 +488,9 @@ def verify_bundle(
             )
         else:
             matched_key = found[0]
-    _check_statement(findings, parsed.payload_type, parsed.payload, digest, policy)
+    _check_statement(
+        findings, parsed.payload_type, parsed.payload, digest, policy, predicate_type=predicate_type
+    )
 
     if matched_key is not None and not findings.reasons:
         bundle_entries = [partial(tlog.parse_bundle_tlog_entry, raw) for raw in parsed.tlog_entries]
@@ -519,6 +527,8 @@ def _verify_keyless(
     digest: str,
     policy: VerificationPolicy,
     trusted_root: Any,
+    *,
+    predicate_type: str,
 ) -> SignatureVerdict:
     from cosgitops.signing import keyless
 
@@ -534,7 +544,14 @@ def _verify_keyless(
     except keyless.KeylessError as exc:
         findings.reasons.append(str(exc))
         return _verdict("bundle", candidate.location, findings, None)
-    _check_statement(findings, outcome.payload_type, outcome.payload, digest, policy)
+    _check_statement(
+        findings,
+        outcome.payload_type,
+        outcome.payload,
+        digest,
+        policy,
+        predicate_type=predicate_type,
+    )
     findings.notes.append("certificate chain, SCT and transparency log verified by sigstore")
     return _verdict(
         "bundle",
