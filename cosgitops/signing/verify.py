@@ -238,11 +238,21 @@ def _identity_reason(names: Sequence[str], policy: VerificationPolicy) -> str | 
     expected = policy.signed_identity
     if expected is None or expected in names:
         return None
+    if expected.startswith("oci:") and _layout_name(expected) in {
+        _layout_name(name) for name in names if name.startswith("oci:")
+    }:
+        # An OCI layout has no fixed place (signed as oci:.cosgitops/registry/edge, read
+        # from /srv/fleet/.cosgitops/registry/edge): its repository name is what binds.
+        return None
     named = ", ".join(repr(name) for name in names) if names else "no repository"
     return (
         f"the signature names {named} as the image's identity, not {expected!r} (an image "
         "signed for another repository and copied here)"
     )
+
+
+def _layout_name(identity: str) -> str:
+    return identity.removeprefix("oci:").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _digest_reason(claimed: Sequence[str], digest: str) -> str | None:
