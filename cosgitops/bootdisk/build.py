@@ -70,15 +70,8 @@ class BuiltDisk:
 
 def _device_agent(root: Path, limits: Limits, progress: Progress) -> Any:
     from cosgitops.device.agent import DeviceAgent
-    from cosgitops.device.flatten import FlattenApplier
 
-    class DiskAgent(DeviceAgent):
-        """The agent, with slots flattened to squashfs images (the cOS-disk form)."""
-
-        def _applier(self) -> Any:
-            return FlattenApplier(self.device, self.limits)
-
-    return DiskAgent(root, limits=limits, progress=progress)
+    return DeviceAgent(root, limits=limits, progress=progress)
 
 
 def _trust(
@@ -179,6 +172,7 @@ def build_disk(
     oem: Path | None = None,
     platform: str = "linux/amd64",
     max_attempts: int = 3,
+    update_interval: float = 3600.0,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress = NULL_PROGRESS,
 ) -> BuiltDisk:
@@ -186,6 +180,7 @@ def build_disk(
     ``version``) to ``output``."""
     from cosgitops.device.agent import DeviceSetup
     from cosgitops.device.cosdisk import GrubBootLoader
+    from cosgitops.device.state import BootAssessment
     from cosgitops.validate import find_repository_root, load_repository
 
     started = time.monotonic()
@@ -223,14 +218,19 @@ def build_disk(
             keys=key_files,
             identities=identities,
             platform=platform,
-            slot_format="squashfs",
+            slot_backend="cos-disk",
+            update_interval_seconds=update_interval,
             max_attempts=max_attempts,
             machine_id=machine_id,
         )
         report = agent.install(setup, version=version)
         installed = report.installed
         assert installed is not None
-        state = agent.journal.load()
+        # The first boot of a fresh disk is assessed too: if it fails, GRUB falls back
+        # to the recovery image instead of booting a broken release forever.
+        state = agent.journal.save(
+            dataclasses.replace(agent.journal.load(), boot=BootAssessment(pending=True))
+        )
         boot = check_bootable(agent.slots.location(installed), platform=platform)
         if state.recovery is not None:
             check_bootable(agent.slots.location(state.recovery), platform=platform)

@@ -59,6 +59,9 @@ def _json_option(function: F) -> F:
 )  # fmt: skip
 @click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Boots a new release gets to pass its health checks.")  # fmt: skip
+@click.option("--update-interval", type=click.FloatRange(1, 604800), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="How often the device looks for releases (index or update medium).")  # fmt: skip
 @_json_option
 @repo_option
 def disk_command(
@@ -73,6 +76,7 @@ def disk_command(
     keys: tuple[Path, ...],
     oem: Path | None,
     max_attempts: int,
+    update_interval: float,
     as_json: bool,
     repo: Path,
 ) -> None:
@@ -100,6 +104,7 @@ def disk_command(
         keys=keys,
         oem=oem,
         max_attempts=max_attempts,
+        update_interval=update_interval,
         progress=terminal_progress(quiet=as_json),
     )
     if as_json:

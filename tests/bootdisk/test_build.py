@@ -14,10 +14,10 @@ import yaml
 
 from cosgitops.bootdisk.build import AGENT_ON_OEM, BLOBS_ON_PERSISTENT, build_disk
 from cosgitops.bootdisk.read import DiskImage, read_grubenv
-from cosgitops.bootdisk.tools import BootImageError, DiskSizeError
+from cosgitops.bootdisk.tools import DiskSizeError
 from cosgitops.device.agent import DeviceAgent
 from cosgitops.device.flatten import FlattenApplier, SquashfsImage
-from cosgitops.errors import IntegrityError, NotFoundError
+from cosgitops.errors import CosgitopsError, IntegrityError, NotFoundError
 from cosgitops.release import release
 from cosgitops.vm.machine import Machine
 from tests.bootdisk.test_bootable import bzimage
@@ -96,7 +96,9 @@ def test_the_disk_holds_the_verified_release_and_the_configured_agent(
     env = read_grubenv(output)
     assert env["cos_active"] == active["storage"].removeprefix("state")
     assert env["cos_recovery"] == recovery["storage"].removeprefix("recovery")
-    assert env["cos_passive"] == "" and env["cos_tentative"] == ""
+    # a fresh disk's first boot is assessed: tentative, with the configured tries
+    assert env["cos_passive"] == "" and env["cos_tentative"] == "1"
+    assert env["cos_tries"] == "xxx" and state["boot"]["pending"] is True
     # the images on the disk are the ones the journal names, byte for byte
     copied = tmp_path / "active.squashfs"
     disk.copy_out("COS_STATE", env["cos_active"], copied)
@@ -143,7 +145,8 @@ def test_refusals_come_before_anything_is_written(repo: Path, tmp_path: Path) ->
 
 def test_an_image_that_cannot_boot_is_refused(tmp_path: Path) -> None:
     repo = make_repository(tmp_path, bootable=False)  # the scaffold's scratch example
-    with pytest.raises(BootImageError, match="no kernel at /boot/vmlinuz") as caught:
+    # the device agent refuses the image before the disk writer ever sees it
+    with pytest.raises(CosgitopsError, match="no kernel at /boot/vmlinuz") as caught:
         build_disk(repo, "example", tmp_path / "out" / "disk.img")
     assert "no boot integration" in str(caught.value)
     assert list((tmp_path / "out").iterdir()) == []
