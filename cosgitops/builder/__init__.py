@@ -99,6 +99,14 @@ def resolve_target(
     return BuildTarget(_local_layout(repository, name, LOCAL_LAYOUT_DIR), configured, False)
 
 
+def base_location(repository_root: Path, base: str) -> str:
+    """Where to read ``spec.base`` from: a relative ``oci:`` layout path is taken from
+    the repository's top folder (the image still names the base as written)."""
+    if not base.startswith("oci:") or base.startswith("oci:/"):
+        return base
+    return f"oci:{repository_root / base.removeprefix('oci:')}"
+
+
 def _warn_uncommitted(repository: Repository, derivative: Derivative, progress: Progress) -> None:
     """Builds read the working tree but are labelled with HEAD: say so when they differ."""
     from cosgitops import gitrepo

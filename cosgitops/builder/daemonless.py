@@ -236,7 +236,11 @@ def build_image(
     ]
     if derivative.base != "scratch":
         progress.note(f"base {derivative.base}: reading its manifest and config (no layers)")
-    base = resolve_base(derivative.base, platforms, options=options, limits=limits)
+    from cosgitops.builder import base_location
+
+    base = resolve_base(
+        base_location(inputs.repo_root, derivative.base), platforms, options=options, limits=limits
+    )
     identity = inputs.identity
     if base.digest is not None:
         identity = replace(identity, base_digest=base.digest)

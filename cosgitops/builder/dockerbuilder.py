@@ -368,7 +368,12 @@ def docker_build(
         )
     client = client or docker_client()
     if derivative.base.startswith("oci:"):
-        load_layout_base(client, derivative.base, derivative.name, options=options)
+        from cosgitops.builder import base_location
+
+        load_layout_base(
+            client, base_location(inputs.repo_root, derivative.base), derivative.name,
+            options=options,
+        )  # fmt: skip
     reference = store.reference
     repository = (
         f"{reference.registry}/{reference.repository}"

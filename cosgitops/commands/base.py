@@ -82,4 +82,5 @@ def build_command(
         f"{len(result.layers)} layers, {result.size / 2**20:.1f} MiB ({how})",
         err=True,
     )
-    click.echo(result.reference)
+    click.echo(f"name it in a derivative as  spec.base: {result.spec_base}", err=True)
+    click.echo(result.spec_base)

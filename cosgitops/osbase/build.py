@@ -80,6 +80,7 @@ class BaseBuildResult:
     packages: tuple[Package, ...]
     seconds: float
     reused: bool  # an image with the same inputs was already there
+    spec_base: str = ""  # what a derivative writes as spec.base (configured name, pinned)
 
     @property
     def size(self) -> int:
@@ -90,6 +91,7 @@ class BaseBuildResult:
             "name": self.name,
             "version": self.version,
             "image": self.reference,
+            "specBase": self.spec_base,
             "digest": self.digest,
             "size": self.size,
             "layers": [
@@ -238,6 +240,7 @@ def build_base(
                 packages_from_config(config),
                 time.monotonic() - started,
                 reused=True,
+                spec_base=_spec_base(repository, name, tag, digest, target),
             )
         epoch, revision = _epoch(repository)
         tarball = work / "rootfs.tar"
@@ -337,7 +340,15 @@ def build_base(
         packages,
         time.monotonic() - started,
         reused=False,
+        spec_base=_spec_base(repository, name, tag, stored.digest, target),
     )
+
+
+def _spec_base(
+    repository: Repository, name: str, tag: str, digest: str, target: str | None
+) -> str:
+    where = target or f"{repository.registry.rstrip('/')}/bases/{name}"
+    return f"{where}:{tag}@{digest}"
 
 
 def _read_config(store: ImageStore, manifest: dict[str, Any]) -> dict[str, Any]:
