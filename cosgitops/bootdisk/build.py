@@ -173,6 +173,7 @@ def build_disk(
     platform: str = "linux/amd64",
     max_attempts: int = 3,
     update_interval: float = 3600.0,
+    public_dir: Path | None = None,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress = NULL_PROGRESS,
 ) -> BuiltDisk:
@@ -192,7 +193,7 @@ def build_disk(
             f"no derivative {derivative!r} in {tree.root}",
             hint=f"derivatives: {', '.join(sorted(tree.derivatives)) or 'none'}",
         )
-    public = repository.root / repository.publish.dir
+    public = Path(public_dir) if public_dir else repository.root / repository.publish.dir
     trusted_root = public / "metadata" / "1.root.json"
     if not trusted_root.is_file():
         raise NotFoundError(

@@ -134,13 +134,65 @@ def _print_table(report: object) -> None:
     type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option("--force", is_flag=True, help="Replace DIRECTORY if it exists.")
+@click.option(
+    "--boot",
+    is_flag=True,
+    help="The real-OS variant: build a Debian base, write a cOS disk, boot it in QEMU and "
+    "upgrade, commit and fall back for real (root, mmdebstrap, QEMU; about 10 minutes).",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="LINE",
+    help="With --boot: apt source lines for the base (a local mirror) instead of Debian's.",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="With --boot: install the agent into the base from this folder of wheels.",
+)
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="With --boot: QEMU's accelerator (auto: KVM when it works, else TCG).",
+)
 @_FORMAT_OPTION
-def demo_command(*, directory: Path, force: bool, output_format: str) -> None:
+def demo_command(
+    *,
+    directory: Path,
+    force: bool,
+    boot: bool,
+    mirrors: tuple[str, ...],
+    wheelhouse: Path | None,
+    accel: str,
+    output_format: str,
+) -> None:
     """Run the whole commit -> release -> device upgrade -> rollback loop, offline.
 
     Leaves DIRECTORY/repo (the git repository), DIRECTORY/public (the signed index) and
-    DIRECTORY/device (the device root) for inspection.
+    DIRECTORY/device (the device root) for inspection. With --boot the device is a QEMU
+    guest booted from a cOS disk: DIRECTORY/disk.img and DIRECTORY/serial/ stay too.
     """
+    if boot:
+        from cosgitops.demoboot import render, run_boot_demo
+
+        say = None if output_format == "json" else click.echo
+        booted = run_boot_demo(
+            directory,
+            force=force,
+            narrate=say,
+            mirrors=mirrors or None,
+            wheelhouse=wheelhouse,
+            accel=accel,
+        )
+        if output_format == "json":
+            click.echo(json.dumps(booted.to_json(), separators=(",", ":")))
+        else:
+            render(booted)(click.echo)
+        return
     from cosgitops.demo import run_demo
 
     narrate = None if output_format == "json" else click.echo
