@@ -200,7 +200,6 @@ def run_boot_demo(
     from cosgitops.bootdisk.medium import write_update_medium
     from cosgitops.bootdisk.read import DiskImage
     from cosgitops.release import release
-    from cosgitops.scaffold import init_repository
     from cosgitops.vm.machine import Machine, SharedFolder
 
     say: Narrate = narrate or (lambda _line: None)
@@ -212,8 +211,6 @@ def run_boot_demo(
     serial.mkdir()
     share.mkdir()
     result = BootDemoResult(directory, directory / "disk.img")
-    folder = repo / "derivatives" / DERIVATIVE
-    derivative_file = folder / "derivative.yaml"
 
     def step(title: str) -> None:
         say("")
@@ -238,43 +235,20 @@ def run_boot_demo(
 
     # ---------------------------------------------------------------- repository
     step("1. A git repository defines a base and a derivative")
-    init_repository(repo, name="boot-demo")
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.name", "cosgitops demo")
-    _git(repo, "config", "user.email", "demo@cosgitops.invalid")
-    _git(repo, "config", "commit.gpgsign", "false")
-    hook = _install_hook(repo)
-    if _commit(repo, "bases/debian").returncode != 0:
-        raise DemoError("the hook refused the scaffold")
+    hook = scaffold_repository(repo)
     say(f"   bases/{BASE}/base.yaml and derivatives/{DERIVATIVE}; pre-commit hook: {hook}")
 
     # ---------------------------------------------------------------- base
     step("2. Build the bootable base from Debian packages")
     base_seconds = time.monotonic()
-    spec_base, reused = _base(repo, mirrors, wheelhouse, cache_dir or default_cache_dir(), say)
+    spec_base, reused = build_base_for(
+        repo, mirrors, wheelhouse, cache_dir or default_cache_dir(), say
+    )
     result.base_seconds, result.base_reused = time.monotonic() - base_seconds, reused
 
     # ---------------------------------------------------------------- release 1.0.0
     step("3. Release 1.0.0 on that base, with a health check declared in Git")
-    text = derivative_file.read_text()
-    text = text.replace("base: scratch", f"base: {spec_base}")
-    text = text.replace(
-        "  release:\n",
-        "  health:\n    checks:\n"
-        f"      - {{name: health-file, command: 'grep -qx ok /{HEALTH_FILE}', "
-        "timeoutSeconds: 20}\n  release:\n",
-    )
-    derivative_file.write_text(text)
-    _set_version(derivative_file, "1.0.0")
-    (folder / "overlay" / HEALTH_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (folder / "overlay" / HEALTH_FILE).write_text("ok\n")
-    probe = folder / "overlay" / "usr" / "lib" / "cosgitops-demo" / "probe"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text(PROBE)
-    probe.chmod(0o755)
-    (folder / "oem" / "50_demo.yaml").write_text(CLOUD_CONFIG)
-    if _commit(repo, "example 1.0.0 on the Debian base").returncode != 0:
-        raise DemoError("the hook refused the 1.0.0 commit")
+    write_example(repo, spec_base)
     release_now()
 
     # ---------------------------------------------------------------- disk
@@ -292,7 +266,8 @@ def run_boot_demo(
         "active and the recovery image"
     )
     machine = Machine(result.disk, directory / "vm", accel=accel, shared=SharedFolder(share))
-    session = _Session(machine, serial, boot_timeout, say, result)
+    session = GuestSession(machine, serial, boot_timeout, say)
+    result.boots = session.boots
 
     try:
         first = session.boot_until("boot-check")
@@ -302,11 +277,7 @@ def run_boot_demo(
 
         # ------------------------------------------------------------ 1.1.0
         step("5. Release 1.1.0 (one overlay file changed) and hand it to the device")
-        motd = folder / "overlay" / "etc" / "motd"
-        motd.write_text(motd.read_text() + "Now with release 1.1.0.\n")
-        _set_version(derivative_file, "1.1.0")
-        if _commit(repo, "example 1.1.0: new motd").returncode != 0:
-            raise DemoError("the hook refused the 1.1.0 commit")
+        commit_version(repo, "1.1.0", motd="Now with release 1.1.0.")
         release_now()
         hand_over("1.1.0")
         upgrade = session.until_reboot(first, "1.1.0")
@@ -326,10 +297,7 @@ def run_boot_demo(
 
         # ------------------------------------------------------------ 1.2.0
         step("6. Release 1.2.0 whose health check fails: GRUB falls back by itself")
-        (folder / "overlay" / HEALTH_FILE).write_text("degraded\n")
-        _set_version(derivative_file, "1.2.0")
-        if _commit(repo, "example 1.2.0: degraded health").returncode != 0:
-            raise DemoError("the hook refused the 1.2.0 commit")
+        commit_version(repo, "1.2.0", healthy=False)
         release_now()
         hand_over("1.2.0")
         session.until_reboot(second, "1.2.0")
@@ -367,7 +335,64 @@ def run_boot_demo(
     return result
 
 
-def _base(
+def scaffold_repository(repo: Path, name: str = "boot-demo") -> str:
+    """``cosgitops init``, a git repository, the pre-commit hook, the first commit."""
+    from cosgitops.scaffold import init_repository
+
+    init_repository(repo, name=name)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.name", "cosgitops demo")
+    _git(repo, "config", "user.email", "demo@cosgitops.invalid")
+    _git(repo, "config", "commit.gpgsign", "false")
+    hook = _install_hook(repo)
+    if _commit(repo, "a fleet: bases/debian and derivatives/example").returncode != 0:
+        raise DemoError("the hook refused the scaffold")
+    return hook
+
+
+def write_example(repo: Path, spec_base: str, *, version: str = "1.0.0") -> None:
+    """The example derivative on ``spec_base``: a health check declared in Git, the
+    demo's cloud-config (a file, a user with a key, a unit) and its persistence probe;
+    committed through the hook."""
+    folder = repo / "derivatives" / DERIVATIVE
+    derivative_file = folder / "derivative.yaml"
+    text = derivative_file.read_text()
+    text = text.replace("base: scratch", f"base: {spec_base}")
+    text = text.replace(
+        "  release:\n",
+        "  health:\n    checks:\n"
+        f"      - {{name: health-file, command: 'grep -qx ok /{HEALTH_FILE}', "
+        "timeoutSeconds: 20}\n  release:\n",
+    )
+    derivative_file.write_text(text)
+    _set_version(derivative_file, version)
+    (folder / "overlay" / HEALTH_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (folder / "overlay" / HEALTH_FILE).write_text("ok\n")
+    probe = folder / "overlay" / "usr" / "lib" / "cosgitops-demo" / "probe"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text(PROBE)
+    probe.chmod(0o755)
+    (folder / "oem" / "50_demo.yaml").write_text(CLOUD_CONFIG)
+    if _commit(repo, f"example {version} on the Debian base").returncode != 0:
+        raise DemoError(f"the hook refused the {version} commit")
+
+
+def commit_version(
+    repo: Path, version: str, *, healthy: bool = True, motd: str | None = None
+) -> None:
+    """Raise the example's version (changing the motd, or breaking its health file) and
+    commit it through the hook."""
+    folder = repo / "derivatives" / DERIVATIVE
+    if motd is not None:
+        target = folder / "overlay" / "etc" / "motd"
+        target.write_text(target.read_text() + motd + "\n")
+    (folder / "overlay" / HEALTH_FILE).write_text("ok\n" if healthy else "degraded\n")
+    _set_version(folder / "derivative.yaml", version)
+    if _commit(repo, f"example {version}").returncode != 0:
+        raise DemoError(f"the hook refused the {version} commit")
+
+
+def build_base_for(
     repo: Path,
     mirrors: Sequence[str] | None,
     wheelhouse: Path | None,
@@ -398,20 +423,21 @@ def _base(
     return f"{local}:{built.version}@{built.digest}", built.reused
 
 
-class _Session:
+class GuestSession:
     """One guest, followed boot by boot through its console events."""
 
     def __init__(
-        self, machine: Any, serial: Path, timeout: float, say: Narrate, result: BootDemoResult
+        self, machine: Any, serial: Path, timeout: float, say: Narrate | None = None
     ) -> None:
         self.machine = machine
         self.serial = serial
         self.timeout = timeout
-        self.say = say
-        self.result = result
+        self.say: Narrate = say or (lambda _line: None)
+        self.boots: list[BootRecord] = []
+        self._started = time.monotonic()
 
     def _record(self, outcome: Any, started: float) -> BootRecord:
-        record = self.result.boots[-1]
+        record = self.boots[-1]
         record.outcome = outcome.outcome
         record.seconds = time.monotonic() - started
         record.events = [dict(event.data) for event in outcome.events]
@@ -420,9 +446,9 @@ class _Session:
     def boot_until(self, event: str) -> BootRecord:
         from cosgitops.vm.events import event_matches
 
-        number = len(self.result.boots) + 1
+        number = len(self.boots) + 1
         log = self.serial / f"{number:02d}-boot.log"
-        self.result.boots.append(BootRecord(number, log, "running", 0.0))
+        self.boots.append(BootRecord(number, log, "running", 0.0))
         self.machine.start(log)
         self._started = time.monotonic()
         outcome = self.machine.wait(until=event_matches(event), timeout=self.timeout)
@@ -503,6 +529,12 @@ class _Session:
                 hint=f"see the serial log {record.log}",
             )
         self.say(f"   the device rebooted (boot {record.number} took {record.seconds:.0f}s)")
+
+    def cut_power(self, record: BootRecord) -> None:
+        """SIGKILL the guest: what a power cut does to it."""
+        outcome = self.machine.kill()
+        if outcome is not None:
+            self._record(outcome, self._started)
 
     def power_off(self, record: BootRecord) -> None:
         outcome = self.machine.power_button(timeout=self.timeout)

@@ -1032,7 +1032,8 @@ class DeviceAgent:
         if active is None:
             raise DeviceError("nothing is installed", hint="run `cosgitops device reset`")
         if not booted.matches(active):
-            if state.boot.pending and state.passive is not None and booted.matches(state.passive):
+            fell_back = booted.slot == "passive" and booted.matches(state.passive)
+            if state.boot.pending and state.passive is not None and fell_back:
                 failure = state.boot.last_failure or "it never reached boot-check"
                 reason = (
                     f"did not pass its boot assessment in {max(state.boot.attempts, 1)} "
@@ -1049,8 +1050,9 @@ class DeviceAgent:
                     message=f"release {active.version} {reason}",
                 )
             else:
-                # GRUB was told to boot the active image after this boot began (a switch
-                # that another command finished): boot it.
+                # GRUB's entry for the active image booted something else: grubenv did
+                # not name the new release yet when this boot began (a power cut between
+                # the journal and grubenv, repaired by now): boot it.
                 report = BootReport(
                     "reboot-needed",
                     running,

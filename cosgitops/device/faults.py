@@ -8,6 +8,12 @@ is exactly what a power cut or an OOM kill does to a real device.
 ``COSGITOPS_FILL_AT=<step>[#N]`` with ``COSGITOPS_FILL_PATH=<file>`` fills the file
 system holding ``<file>`` at that step instead (another program eating the disk), and
 the agent carries on into the full disk; both may name the same step (fill, then kill).
+
+``COSGITOPS_HANG_FILE=<file>`` (the units of a booted device set it to
+``/oem/.cosgitops/hang-at``) is for power cuts from outside: when the file's first line
+names the step, that line is removed (and synced), a ``fault`` event goes to the
+console, and the agent stops there for good, so a test can cut the VM's power at
+exactly that point. Absent file: nothing happens.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ import contextlib
 import errno
 import os
 import signal
+import time
+from pathlib import Path
 
 CRASH_ENV = "COSGITOPS_CRASH_AT"
 FILL_ENV = "COSGITOPS_FILL_AT"
 FILL_PATH_ENV = "COSGITOPS_FILL_PATH"
+HANG_FILE_ENV = "COSGITOPS_HANG_FILE"
 
 # Every crash point the agent passes through, in the order an upgrade reaches them.
 UPGRADE_STEPS: tuple[str, ...] = (
@@ -81,8 +90,31 @@ def fill_file_system(path: str) -> None:
         os.close(fd)
 
 
+def _hang_due(step: str) -> bool:
+    path = os.environ.get(HANG_FILE_ENV)
+    if not path:
+        return False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        return False
+    if not lines or lines[0] != step:
+        return False
+    from cosgitops.fsutil import atomic_write_text
+
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines[1:]))
+    return True
+
+
 def crash_point(step: str) -> None:
-    """Fill the disk and/or kill this process right here if the environment asks."""
+    """Fill the disk, hang, or kill this process right here if asked to."""
+    if _hang_due(step):
+        from cosgitops.device import events
+
+        events.emit("fault", step=step, action="hang")
+        while True:
+            time.sleep(3600)
     if _due(FILL_ENV, step):
         fill_file_system(os.environ[FILL_PATH_ENV])
     if _due(CRASH_ENV, step):

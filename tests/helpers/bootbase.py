@@ -41,7 +41,7 @@ spec:
   version: 1.0.0
   packages: [iputils-ping]
   kernelCmdline: quiet
-"""
+"""  # a stand-alone definition; the shared base is the scaffold's own bases/debian
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class BuiltBase:
     result: BaseBuildResult
     sources: tuple[str, ...]
     wheelhouse: Path
+    cache: Path  # the OCI layouts bases are built into (demo --boot's cache_dir)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -64,13 +65,13 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_base_repository(repo: Path, base_yaml: str = BASE_YAML) -> Path:
+def make_base_repository(repo: Path, base_yaml: str | None = None) -> Path:
+    """A scaffolded repository; its bases/debian is the scaffold's unless given."""
     from cosgitops.scaffold import init_repository
 
     init_repository(repo, name="boot-fleet")
-    folder = repo / "bases" / BASE_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "base.yaml").write_text(base_yaml)
+    if base_yaml is not None:
+        (repo / "bases" / BASE_NAME / "base.yaml").write_text(base_yaml)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "a fleet with a bootable base")
@@ -78,7 +79,12 @@ def make_base_repository(repo: Path, base_yaml: str = BASE_YAML) -> Path:
 
 
 def build_shared_base(
-    repo: Path, sources: Sequence[str], wheelhouse: Path, *, reuse: bool = True
+    repo: Path,
+    sources: Sequence[str],
+    wheelhouse: Path,
+    *,
+    reuse: bool = True,
+    cache: Path | None = None,
 ) -> BaseBuildResult:
     from cosgitops.commands.common import load_repository_at
     from cosgitops.osbase.build import build_base
@@ -126,6 +132,7 @@ def built_base(
     """The boot tests' base, built once per session (root, a couple of minutes)."""
     require_root()
     require("mmdebstrap")
-    repo = make_base_repository(tmp_path_factory.mktemp("base") / "repo")
-    result = build_shared_base(repo, debian_sources, agent_wheelhouse)
-    return BuiltBase(repo, result, tuple(debian_sources), agent_wheelhouse)
+    work = tmp_path_factory.mktemp("base")
+    repo = make_base_repository(work / "repo")
+    result = build_shared_base(repo, debian_sources, agent_wheelhouse, cache=work / "cache")
+    return BuiltBase(repo, result, tuple(debian_sources), agent_wheelhouse, work / "cache")

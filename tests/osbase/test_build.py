@@ -74,10 +74,16 @@ def test_base_image_holds_a_bootable_system(built_base: BuiltBase) -> None:
 
 
 def test_same_inputs_are_reused_and_rebuild_to_the_same_digest(built_base: BuiltBase) -> None:
-    again = build_shared_base(built_base.repo, built_base.sources, built_base.wheelhouse)
+    again = build_shared_base(
+        built_base.repo, built_base.sources, built_base.wheelhouse, cache=built_base.cache
+    )
     assert again.reused and again.digest == built_base.result.digest
     rebuilt = build_shared_base(
-        built_base.repo, built_base.sources, built_base.wheelhouse, reuse=False
+        built_base.repo,
+        built_base.sources,
+        built_base.wheelhouse,
+        reuse=False,
+        cache=built_base.cache,
     )
     assert not rebuilt.reused
     assert rebuilt.digest == built_base.result.digest, "the same packages give the same image"
