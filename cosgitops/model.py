@@ -360,6 +360,17 @@ class BootTestRef:
 
 
 @dataclass(frozen=True)
+class PackageRef:
+    """One distribution package in a release's image (from its base's package list)."""
+
+    name: str
+    version: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True)
 class ReleaseManifest:
     """What ``releases/<derivative>/<version>.json`` holds. ``image`` is NAME@DIGEST and
     the digest is what was signed; a device applies exactly that digest."""
@@ -379,6 +390,7 @@ class ReleaseManifest:
     signer: str = ""  # key fingerprint or keyless identity that signed the image
     display_name: str = ""
     boot_test: BootTestRef | None = None  # the passing boot attestation, when there is one
+    packages: tuple[PackageRef, ...] = ()  # the image's distribution packages, when known
 
     SCHEMA_VERSION = 1
 
@@ -413,6 +425,8 @@ class ReleaseManifest:
         # and agents that predate it ignore it.
         if self.boot_test is not None:
             out["bootTest"] = self.boot_test.to_json()
+        if self.packages:
+            out["packages"] = [package.to_json() for package in self.packages]
         return out
 
     @classmethod
@@ -459,6 +473,10 @@ class ReleaseManifest:
                 signer=str(data.get("signer", "")),
                 display_name=str(data.get("displayName", "")),
                 boot_test=None if boot_test is None else BootTestRef.from_json(boot_test),
+                packages=tuple(
+                    PackageRef(str(item["name"]), str(item["version"]))
+                    for item in data.get("packages") or ()
+                ),
             )
         except RemoteDataError:
             raise

@@ -88,7 +88,9 @@ def collect_release(
         from cosgitops.oci.store import StoreOptions
 
         store = open_store(image_name, StoreOptions(insecure=insecure, limits=limits))
-    found = store.resolve(derivative.version)
+    from cosgitops.builder.image import tag_for_version
+
+    found = store.resolve(tag_for_version(derivative.version))
     if found is None:
         raise NotFoundError(
             f"{image_name}:{derivative.version} does not exist",
@@ -145,7 +147,17 @@ def collect_release(
         or derivative.description
         or derivative.name,
         boot_test=boot_test,
+        packages=_packages(store, platforms[0].digest, limits),
     )
+
+
+def _packages(store: ImageStore, digest: str, limits: Limits) -> tuple[model.PackageRef, ...]:
+    """The distribution packages the image's config label lists (a cosgitops base's)."""
+    from cosgitops.oci.transfer import read_image_config
+    from cosgitops.osbase.build import packages_from_config
+
+    config = read_image_config(store, store.get_manifest(digest), limits=limits)
+    return tuple(model.PackageRef(p.name, p.version) for p in packages_from_config(config))
 
 
 def collect_releases(

@@ -71,6 +71,12 @@ def test_demo_boot_upgrades_commits_and_falls_back(tmp_path: Path, built_base: B
     disk = DiskImage(result.disk)
     slots = disk.listdir("COS_STATE", "/slots")
     assert len(slots) == 1, f"the failed image was removed: {slots}"
+    # the release manifest carries the base's package list
+    import json
+
+    manifest = next((tmp_path / "demo" / "public" / "targets").rglob("*.1.1.0.json"))
+    packages = {p["name"]: p["version"] for p in json.loads(manifest.read_text())["packages"]}
+    assert "linux-image-amd64" in packages and "systemd" in packages
     # what a person reads
     text = "\n".join(lines)
     assert "GRUB fell back to 1.1.0" in text and "up to date at 1.1.0" in text
