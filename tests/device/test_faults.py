@@ -82,7 +82,9 @@ def small_disk() -> None:
         pytest.skip(reason)
 
 
-def run_on_tmpfs(tmp_path: Path, pristine: Path, steps: list[dict[str, Any]]) -> list[Any]:
+def run_on_tmpfs(
+    tmp_path: Path, pristine: Path, steps: list[dict[str, Any]], *, verify: str = VERIFY
+) -> list[Any]:
     """Copy ``pristine`` (an installed device root) onto a fresh 24 MiB tmpfs and run
     ``steps`` there; returns one result per step."""
     mount = tmp_path / "disk"
@@ -91,7 +93,7 @@ def run_on_tmpfs(tmp_path: Path, pristine: Path, steps: list[dict[str, Any]]) ->
         "root": str(mount / "device"),
         "filler": str(mount / "filler"),
         "results": str(tmp_path / "results.json"),
-        "verify": VERIFY,
+        "verify": verify,
         "steps": steps,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
