@@ -427,11 +427,18 @@ class GuestSession:
     """One guest, followed boot by boot through its console events."""
 
     def __init__(
-        self, machine: Any, serial: Path, timeout: float, say: Narrate | None = None
+        self,
+        machine: Any,
+        serial: Path,
+        timeout: float,
+        say: Narrate | None = None,
+        *,
+        log_prefix: str = "",
     ) -> None:
         self.machine = machine
         self.serial = serial
         self.timeout = timeout
+        self.log_prefix = log_prefix
         self.say: Narrate = say or (lambda _line: None)
         self.boots: list[BootRecord] = []
         self._started = time.monotonic()
@@ -443,14 +450,23 @@ class GuestSession:
         record.events = [dict(event.data) for event in outcome.events]
         return record
 
-    def boot_until(self, event: str) -> BootRecord:
-        from cosgitops.vm.events import event_matches
-
+    def _power_on(self) -> tuple[int, Path]:
         number = len(self.boots) + 1
-        log = self.serial / f"{number:02d}-boot.log"
+        log = self.serial / f"{self.log_prefix}{number:02d}-boot.log"
         self.boots.append(BootRecord(number, log, "running", 0.0))
         self.machine.start(log)
         self._started = time.monotonic()
+        return number, log
+
+    def boot_to_end(self) -> BootRecord:
+        """Power on and wait until the guest ends the boot itself (or the timeout)."""
+        self._power_on()
+        return self._record(self.machine.wait(timeout=self.timeout), self._started)
+
+    def boot_until(self, event: str) -> BootRecord:
+        from cosgitops.vm.events import event_matches
+
+        number, log = self._power_on()
         outcome = self.machine.wait(until=event_matches(event), timeout=self.timeout)
         record = self._record(outcome, self._started)
         if not outcome.running:

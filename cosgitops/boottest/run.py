@@ -59,6 +59,7 @@ class BootTestOptions:
     keyless: bool = False
     identity_token: str | None = None
     public_dir: Path | None = None  # the published index (default: spec.publish.dir)
+    boot_timeout: float = 900.0  # seconds a power-on may take to reach its event (TCG)
 
 
 @dataclass
@@ -228,27 +229,10 @@ def _build(run: _Run) -> None:
 
 def _guest_steps(run: _Run) -> None:
     """The steps that need a VM: disk, boots, upgrade, health checks, fallback."""
-    names = STEP_NAMES[1:] if run.origin is not None else FRESH_STEP_NAMES[1:]
-    missing = [module for module in ("vm", "bootdisk") if not _has_module(f"cosgitops.{module}")]
-    if missing:
-        reason = f"this cosgitops has no VM runner ({', '.join('cosgitops.' + m for m in missing)})"
-        hint = "install a cosgitops that includes cosgitops.vm and cosgitops.bootdisk"
-    else:
-        # The guest half (the agent taking the candidate from an update medium in the
-        # booted system, and its console events) is not in this build yet; nothing is
-        # attested until the VM steps really ran.
-        reason = "the guest steps are not available in this build of cosgitops yet"
-        hint = "boot-test needs the agent's update-medium support in the booted image"
-    with run.runner.step(names[0], "a disk in the cOS layout") as step:
-        if step is not None:
-            raise CosgitopsError(reason, hint=hint)
-    run.runner.skip_rest(names)
+    from cosgitops.boottest.guest import run_guest_steps
 
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+    run_guest_steps(run)
+    run.runner.skip_rest(STEP_NAMES[1:] if run.origin is not None else FRESH_STEP_NAMES[1:])
 
 
 def boot_test(

@@ -188,6 +188,14 @@ def _write_step_summary(report: Any) -> None:
     help="Disks and serial logs go to DIR/NAME (default: .cosgitops/boot-test).",
 )
 @click.option(
+    "--boot-timeout",
+    type=click.FloatRange(min=10),
+    default=900.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long one power-on may take to reach the point a step waits for.",
+)
+@click.option(
     "--no-attest",
     is_flag=True,
     help="Only run the test: sign and push nothing (pull requests).",
@@ -220,6 +228,7 @@ def boot_test_command(
     from_version: str | None,
     accelerator: str,
     work_dir: Path | None,
+    boot_timeout: float,
     no_attest: bool,
     skip_published: bool,
     key: str | None,
@@ -255,6 +264,7 @@ def boot_test_command(
             from_version=from_version,
             accelerator=accelerator,  # type: ignore[arg-type]
             work_dir=work_dir,
+            boot_timeout=boot_timeout,
             attest=not no_attest,
             skip_published=skip_published,
             key=key,

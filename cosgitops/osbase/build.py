@@ -344,9 +344,7 @@ def build_base(
     )
 
 
-def _spec_base(
-    repository: Repository, name: str, tag: str, digest: str, target: str | None
-) -> str:
+def _spec_base(repository: Repository, name: str, tag: str, digest: str, target: str | None) -> str:
     where = target or f"{repository.registry.rstrip('/')}/bases/{name}"
     return f"{where}:{tag}@{digest}"
 

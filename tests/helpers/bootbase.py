@@ -90,7 +90,11 @@ def build_shared_base(
     from cosgitops.osbase.build import build_base
 
     repository, _derivatives = load_repository_at(repo)
-    return build_base(repository, BASE_NAME, wheelhouse=wheelhouse, sources=sources, reuse=reuse)
+    # in the cache, where demo --boot and the boot tests look for it (as `cache_dir`)
+    target = f"oci:{cache / BASE_NAME}" if cache is not None else None
+    return build_base(
+        repository, BASE_NAME, wheelhouse=wheelhouse, sources=sources, reuse=reuse, target=target
+    )
 
 
 def _needed(path: Path, what: str) -> Path:
