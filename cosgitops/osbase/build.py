@@ -169,6 +169,19 @@ def inputs_digest(definition: BaseDefinition, wheelhouse: Path, sources: Sequenc
     return "sha256:" + digest.hexdigest()
 
 
+# The day each suite was released. File times in a base are clamped to it rather than to
+# the commit: a commit that adds one package must leave the layers it does not touch
+# bit for bit the same, or every device downloads the whole base again.
+SUITE_EPOCHS = {"bookworm": 1686355200, "trixie": 1754697600}  # 2023-06-10, 2025-08-09
+
+
+def file_epoch(suite: str, commit_epoch: int) -> int:
+    """The time a base's file times are clamped to (``SOURCE_DATE_EPOCH`` wins)."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return commit_epoch
+    return SUITE_EPOCHS.get(suite, commit_epoch)
+
+
 def _epoch(repository: Repository) -> tuple[int, str]:
     from cosgitops import gitrepo
 
@@ -243,6 +256,7 @@ def build_base(
                 spec_base=_spec_base(repository, name, tag, digest, target),
             )
         epoch, revision = _epoch(repository)
+        files_epoch = file_epoch(definition.suite, epoch)
         tarball = work / "rootfs.tar"
         plan = plan_mmdebstrap(
             definition,
@@ -250,7 +264,7 @@ def build_base(
             overlay=overlay_dir(),
             wheelhouse=wheels,
             agent_requirement=requirement,
-            epoch=epoch,
+            epoch=files_epoch,
             sources=apt_sources,
         )
         task = progress.task(f"mmdebstrap {definition.suite} ({name})", total=None)
@@ -290,7 +304,7 @@ def build_base(
         )
         os_release = identity.os_release_text(debian or None)
         packed = pack_rootfs(
-            tarball, work / "layers", epoch=epoch, os_release=os_release, progress=progress
+            tarball, work / "layers", epoch=files_epoch, os_release=os_release, progress=progress
         )
         tarball.unlink()
         labels = {

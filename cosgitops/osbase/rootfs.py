@@ -42,6 +42,9 @@ LAYER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("python", ("usr/lib/python3/", "usr/lib/python3.11/")),
     ("system", ()),
 )
+# Paths under a group's prefixes that belong to the catch-all group: the package list
+# changes with every package, and must not take the agent's layer with it.
+LAYER_EXCEPTIONS = ("usr/lib/cosgitops/base/",)
 _CHUNK = 1024 * 1024
 _TYPES = {
     tarfile.REGTYPE: b"0",
@@ -65,9 +68,11 @@ class _Group:
     entries: int = 0
 
     def matches(self, path: str) -> bool:
-        return not self.prefixes or any(
-            path.startswith(prefix) or path + "/" == prefix for prefix in self.prefixes
-        )
+        if not self.prefixes:
+            return True
+        if any(path.startswith(p) or path + "/" == p for p in LAYER_EXCEPTIONS):
+            return False
+        return any(path.startswith(prefix) or path + "/" == prefix for prefix in self.prefixes)
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,17 @@ def test_a_package_that_does_not_exist_is_named(
     assert not (repo / ".cosgitops" / "registry" / "bases").exists() or not any(
         (repo / ".cosgitops" / "registry" / "bases").rglob("index.json")
     )
+
+
+def test_file_times_are_clamped_to_the_suite_not_the_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit that changes one package must leave the other layers as they were."""
+    from cosgitops.osbase.build import file_epoch
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert file_epoch("bookworm", 1_800_000_000) == file_epoch("bookworm", 1_700_000_000)
+    assert file_epoch("bookworm", 1_800_000_000) == 1686355200  # 2023-06-10
+    assert file_epoch("sid", 1_800_000_000) == 1_800_000_000, "an unknown suite: the commit"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert file_epoch("bookworm", 1_700_000_000) == 1_700_000_000, "SOURCE_DATE_EPOCH wins"

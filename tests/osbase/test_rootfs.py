@@ -57,6 +57,7 @@ def make_rootfs(path: Path, *, special: str | None = None) -> Path:
             "./usr/bin/",
             "./usr/lib/",
             "./usr/lib/cosgitops/",
+            "./usr/lib/cosgitops/base/",
             "./usr/lib/modules/",
             "./usr/lib/python3.11/",
         ):
@@ -75,6 +76,7 @@ def make_rootfs(path: Path, *, special: str | None = None) -> Path:
             xattrs={"security.capability": CAPABILITY},
         )
         _add(archive, "./usr/bin/su", data=b"su", mode=0o4755)
+        _add(archive, "./usr/lib/cosgitops/base/packages.tsv", data=b"jq\t1.6\n")
         _add(archive, "./usr/lib/cosgitops/agent.py", data=b"print('agent')\n")
         _add(archive, "./usr/lib/modules/ext4.ko", data=b"module")
         # a hard link in the kernel part's folder to a file of the system part
@@ -108,6 +110,9 @@ def test_split_layers_keep_everything(tmp_path: Path) -> None:
         "usr/lib/modules/ext4.ko",
     } <= set(kernel)
     assert "usr/lib/cosgitops/agent.py" in agent and "usr/lib/python3.11/os.py" in python
+    # the package list changes with every package: not in the agent's layer
+    assert "usr/lib/cosgitops/base/packages.tsv" in system
+    assert not any(name.startswith("usr/lib/cosgitops/base") for name in agent)
     # the hard link went with its target
     assert "usr/lib/modules/su-link" in system and "usr/lib/modules/su-link" not in kernel
     assert system["usr/lib/modules/su-link"].islnk()
