@@ -68,7 +68,11 @@ class DemoError(CosgitopsError):
     """A demo step did not do what the story says it does."""
 
 
-def _prepare(directory: Path, force: bool) -> None:
+def prepare_demo_directory(
+    directory: Path, force: bool, parts: tuple[str, ...], replaced: str
+) -> None:
+    """Make ``directory`` ready for a demo: new or empty, or (``force``) holding only an
+    earlier demo's ``parts``, which are removed. ``replaced`` says what --force removes."""
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a folder", hint="choose another folder")
     if directory.is_dir() and any(directory.iterdir()):
@@ -77,15 +81,25 @@ def _prepare(directory: Path, force: bool) -> None:
                 f"{directory} is not empty",
                 hint="choose a new folder, or pass --force to replace an earlier demo",
             )
-        foreign = sorted(p.name for p in directory.iterdir() if p.name not in _DEMO_PARTS)
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in parts)
         if foreign:
             raise UsageError(
                 f"{directory} holds {', '.join(foreign[:5])}, which no demo made",
-                hint="--force only replaces an earlier demo's repo/, public/ and device/",
+                hint=f"--force only replaces {replaced}",
             )
-        for part in _DEMO_PARTS:
-            shutil.rmtree(directory / part, ignore_errors=True)
+        for part in parts:
+            path = directory / part
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
+
+
+def _prepare(directory: Path, force: bool) -> None:
+    prepare_demo_directory(
+        directory, force, _DEMO_PARTS, "an earlier demo's repo/, public/ and device/"
+    )
 
 
 def _git_env() -> dict[str, str]:

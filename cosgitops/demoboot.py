@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosgitops.demo import DemoError, Narrate, _commit, _git, _install_hook, _set_version
-from cosgitops.errors import UsageError
+from cosgitops.demo import (
+    DemoError,
+    Narrate,
+    _commit,
+    _git,
+    _install_hook,
+    _set_version,
+    prepare_demo_directory,
+)
 from cosgitops.progress import human_size
 
 DERIVATIVE = "example"
@@ -137,27 +143,7 @@ class BootDemoResult:
 
 
 def _prepare(directory: Path, force: bool) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory} exists and is not a folder", hint="choose another folder")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not force:
-            raise UsageError(
-                f"{directory} is not empty",
-                hint="choose a new folder, or pass --force to replace an earlier demo",
-            )
-        foreign = sorted(p.name for p in directory.iterdir() if p.name not in _PARTS)
-        if foreign:
-            raise UsageError(
-                f"{directory} holds {', '.join(foreign[:5])}, which no demo made",
-                hint="--force only replaces an earlier boot demo's own files",
-            )
-        for part in _PARTS:
-            path = directory / part
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-    directory.mkdir(parents=True, exist_ok=True)
+    prepare_demo_directory(directory, force, _PARTS, "an earlier boot demo's own files")
 
 
 def default_cache_dir() -> Path:

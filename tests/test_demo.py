@@ -156,3 +156,27 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="which no demo made"):
         run_demo(tmp_path, force=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_demo_folder_is_replaced_only_when_it_holds_a_demo(tmp_path: Path) -> None:
+    from cosgitops.demo import prepare_demo_directory
+    from cosgitops.errors import UsageError
+
+    parts = ("repo", "disk.img", "serial")
+    folder = tmp_path / "demo"
+    (folder / "repo" / "sub").mkdir(parents=True)
+    (folder / "disk.img").write_bytes(b"disk")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("mine")
+    (folder / "serial").symlink_to(outside)
+    with pytest.raises(UsageError, match="is not empty"):
+        prepare_demo_directory(folder, False, parts, "the demo's files")
+    (folder / "notes.txt").write_text("a user's file")
+    with pytest.raises(UsageError, match=r"notes\.txt, which no demo made") as refused:
+        prepare_demo_directory(folder, True, parts, "the demo's files")
+    assert refused.value.hint == "--force only replaces the demo's files"
+    (folder / "notes.txt").unlink()
+    prepare_demo_directory(folder, True, parts, "the demo's files")
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert (outside / "keep").read_text() == "mine", "a linked part is unlinked, not followed"
