@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -50,6 +51,36 @@ def _scratch() -> Path:
     return _replay_dirs[0]
 
 
+def copy_sparse(source: Path, target: Path, *, offset: int = 0, size: int | None = None) -> None:
+    """Copy ``size`` bytes of ``source`` from ``offset`` (default: all of it) to a new
+    ``target``, keeping holes: a disk image is mostly holes."""
+    end = source.stat().st_size if size is None else offset + size
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        fd = reader.fileno()
+        position = offset
+        while position < end:
+            try:
+                start = os.lseek(fd, position, os.SEEK_DATA)
+                stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            if start >= end:
+                break
+            reader.seek(start)
+            writer.seek(start - offset)
+            left = stop - start
+            while left > 0:
+                chunk = reader.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    break
+                writer.write(chunk)
+                left -= len(chunk)
+            position = stop
+        writer.truncate(end - offset)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
 def replayed_copy(disk: Path, partition: GptPartition) -> Path:
     """A sparse copy of ``partition`` with its ext4 journal replayed (cached while the
     disk is unchanged)."""
@@ -58,20 +89,7 @@ def replayed_copy(disk: Path, partition: GptPartition) -> Path:
     if key in _replayed and _replayed[key].exists():
         return _replayed[key]
     copy = _scratch() / f"{partition.name}-{len(_replayed)}.ext4"
-    zero = bytes(_COPY_CHUNK)
-    with open(disk, "rb") as source, open(copy, "wb") as target:
-        source.seek(partition.offset)
-        left = partition.size
-        while left > 0:
-            chunk = source.read(min(_COPY_CHUNK, left))
-            if not chunk:
-                break
-            if chunk == zero[: len(chunk)]:
-                target.seek(len(chunk), 1)
-            else:
-                target.write(chunk)
-            left -= len(chunk)
-        target.truncate(partition.size)
+    copy_sparse(disk, copy, offset=partition.offset, size=partition.size)
     # exit code 1 means "errors corrected", which a journal replay is
     result = run(["e2fsck", "-E", "journal_only", "-y", str(copy)],
                  what=f"{partition.name}: replaying its journal", check=False)  # fmt: skip

@@ -27,7 +27,6 @@ disk is touched from outside.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,35 +55,6 @@ class _Guests:
         for machine in self.machines:
             with contextlib.suppress(Exception):
                 machine.close()
-
-
-def copy_sparse(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` keeping its holes (a disk image is mostly holes)."""
-    size = source.stat().st_size
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        fd = reader.fileno()
-        position = 0
-        while position < size:
-            try:
-                start = os.lseek(fd, position, os.SEEK_DATA)
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-            except OSError:  # no more data (ENXIO), or no SEEK_DATA here: copy the rest
-                start, end = position, size
-                if start >= size:
-                    break
-            reader.seek(start)
-            writer.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = reader.read(min(left, 8 << 20))
-                if not chunk:
-                    break
-                writer.write(chunk)
-                left -= len(chunk)
-            position = end
-        writer.truncate(size)
-        writer.flush()
-        os.fsync(writer.fileno())
 
 
 def _images(run: _Run) -> list[Any]:
@@ -134,6 +104,7 @@ def run_guest_steps(run: _Run) -> None:
 def _steps(run: _Run, guests: _Guests) -> None:
     from cosgitops import __version__
     from cosgitops.bootdisk.build import build_disk
+    from cosgitops.bootdisk.read import copy_sparse
     from cosgitops.boottest.diskenv import update_grubenv
     from cosgitops.boottest.medium import write_test_medium
 

@@ -55,3 +55,22 @@ def test_a_cleanly_unmounted_file_system_needs_no_replay(tmp_path: Path) -> None
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
     assert not needs_journal_replay(image, 0)
     assert not needs_journal_replay(image, 4096), "no ext4 superblock there"
+
+
+def test_a_sparse_copy_keeps_the_bytes_and_the_holes(tmp_path: Path) -> None:
+    from cosgitops.bootdisk.read import copy_sparse
+
+    source = tmp_path / "disk.img"
+    with open(source, "wb") as handle:
+        handle.truncate(64 << 20)
+        handle.seek(1 << 20)
+        handle.write(b"first")
+        handle.seek(40 << 20)
+        handle.write(b"second")
+    whole, part = tmp_path / "whole.img", tmp_path / "part.img"
+    copy_sparse(source, whole)
+    assert whole.read_bytes() == source.read_bytes()
+    assert whole.stat().st_blocks * 512 < 16 << 20, "the holes stay holes"
+    copy_sparse(source, part, offset=32 << 20, size=16 << 20)
+    assert part.stat().st_size == 16 << 20
+    assert part.read_bytes() == source.read_bytes()[32 << 20 : 48 << 20]
